@@ -1,0 +1,171 @@
+"""The ``geoseg`` command: parse, call the library, print. Library errors become one line here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from geoseg import __version__
+from geoseg.errors import GeosegError, SpecError
+
+__all__ = ["main"]
+
+
+def _run_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="segment images into a Zarr store",
+        description="Run a job from a YAML spec, or from flags: "
+        "geoseg run --input A.tif --input B.tif --model ndwi --output out.zarr",
+    )
+    p.add_argument("spec", nargs="?", type=Path, help="YAML job spec (flags below override its fields)")
+    p.add_argument("--input", "-i", action="append", dest="inputs", metavar="PATH", help="input image (repeatable; globs ok)")
+    p.add_argument("--output", "-o", metavar="STORE", help="output Zarr store (a folder)")
+    p.add_argument("--model", "-m", metavar="NAME", help="registered model name, e.g. ndwi (see: geoseg models)")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights file (torch, loaded with weights_only=True)")
+    p.add_argument("--card", metavar="PATH", help="model card YAML for a bare checkpoint or a model file")
+    p.add_argument("--model-file", metavar="PATH", help="TorchScript (.pt) or torch.export (.pt2) model file")
+    p.add_argument("--workers", type=int, metavar="N", help="model actors (default: one per GPU, else 1)")
+    p.add_argument("--block-size", type=int, dest="block_px", metavar="PX", help="block edge in pixels (default 2048)")
+    p.add_argument("--stitch", choices=["crop", "gaussian"], help="how patches are merged (default crop)")
+    p.add_argument("--overlap", type=int, dest="overlap_px", metavar="PX", help="patch overlap in pixels (default 32)")
+    p.add_argument("--patch-size", type=int, dest="patch_px", metavar="PX", help="patch edge (default: model card's)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="patches per forward pass (default 16)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto)")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="GPU autocast (default auto)")
+    p.add_argument("--probs", action="store_true", default=None, dest="write_probs", help="also write class probabilities")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace groups written by another job")
+    p.add_argument("--on-error", choices=["skip", "fail"], help="a bad input: report and go on (skip) or stop (fail)")
+    p.add_argument("--address", dest="ray_address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="model parameter, e.g. threshold=0.1")
+    p.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="no progress bar")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from geoseg.pipeline import run_job  # noqa: PLC0415  (keep --help fast: no Ray import)
+    from geoseg.spec import load_spec, parse_spec  # noqa: PLC0415
+
+    flat = {
+        k: getattr(args, k)
+        for k in ("output", "workers", "block_px", "stitch", "batch_size", "device", "precision",
+                  "write_probs", "overwrite", "on_error", "ray_address", "progress")
+        if getattr(args, k) is not None
+    }  # fmt: skip
+    if args.inputs:
+        flat["inputs"] = args.inputs
+    tiling = {k: getattr(args, k) for k in ("patch_px", "overlap_px") if getattr(args, k) is not None}
+    model: dict[str, Any] = {}
+    for key, attr in (("name", "model"), ("checkpoint", "checkpoint"), ("card", "card"), ("file", "model_file")):
+        if getattr(args, attr) is not None:
+            model[key] = getattr(args, attr)
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError(f"--param {item!r}: expected KEY=VALUE, e.g. --param threshold=0.1")
+        import yaml  # noqa: PLC0415
+
+        params[key] = yaml.safe_load(value)
+    if params:
+        model["params"] = params
+    if args.spec is not None:
+        overrides = dict(flat)
+        spec = load_spec(args.spec)
+        data = spec.model_dump(mode="python")
+        data.update(overrides)
+        if tiling:
+            data["tiling"] = {**data["tiling"], **tiling}
+        if model:
+            data["model"] = {**data["model"], **model}
+        spec = parse_spec(data, source=str(args.spec))
+    else:
+        missing = [f for f, ok in (("--input", args.inputs), ("--output", args.output), ("--model", model)) if not ok]
+        if missing:
+            raise SpecError(f"run needs a spec file or {', '.join(missing)}; see geoseg run --help")
+        spec = parse_spec({**flat, "tiling": tiling, "model": model}, source="command line")
+    report = run_job(spec)
+    print(report.summary())
+    if report.ok:
+        print(f"output: {spec.output}")
+        return 0
+    return 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from geoseg.sinks import export_cog  # noqa: PLC0415
+
+    if args.format == "cog":
+        out = export_cog(args.store, args.name, args.out, array=args.array)
+        print(f"wrote {out}")
+        return 0
+    raise SpecError(f"export format {args.format!r} is not supported: use cog")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import yaml  # noqa: PLC0415
+
+    from geoseg.models import list_models, model_card  # noqa: PLC0415
+
+    if args.name:
+        print(yaml.safe_dump(model_card(args.name).to_dict(), sort_keys=False).rstrip())
+        return 0
+    for name in list_models():
+        card = model_card(name)
+        first = card.description.strip().splitlines()[0] if card.description.strip() else ""
+        print(f"{name:32s} {first}")
+    return 0
+
+
+def _cmd_example(args: argparse.Namespace) -> int:
+    from geoseg.example import write_example  # noqa: PLC0415
+
+    job = write_example(args.folder)
+    print(f"wrote {job.parent / 'scene.tif'} and {job}\nnext: geoseg run {job}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geoseg", description="Distributed batch segmentation of satellite scenes on Ray."
+    )
+    parser.add_argument("--version", action="version", version=f"geoseg {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _run_parser(sub)
+    e = sub.add_parser("export", help="export a scene group to another format", description="Export a finished scene to a file.")
+    e.add_argument("store", type=Path, help="Zarr store written by geoseg run")
+    e.add_argument("--name", required=True, help="scene group name (the input's file stem)")
+    e.add_argument("--format", default="cog", choices=["cog"], help="output format (default cog)")
+    e.add_argument("--array", default="mask", choices=["mask", "probs"], help="which array (default mask)")
+    e.add_argument("--out", required=True, type=Path, help="output file")
+    m = sub.add_parser("models", help="list models, or show one model card", description="List registered models.")
+    m.add_argument("name", nargs="?", help="show this model's card")
+    x = sub.add_parser("example", help="write a generated example scene and job spec", description="Write scene.tif and job.yaml.")
+    x.add_argument("folder", type=Path, nargs="?", default=Path("example"), help="where (default ./example)")
+    return parser
+
+
+_COMMANDS = {"run": _cmd_run, "export": _cmd_export, "models": _cmd_models, "example": _cmd_example}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except GeosegError as e:
+        if args.debug or os.environ.get("GEOSEG_DEBUG"):
+            raise
+        print(f"geoseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geoseg: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The model as a callable: weights loaded once, batches of raw patches in, probabilities out.
+
+Ray-free on purpose: the pipeline wraps :class:`Predictor` in an actor, and the reference and
+the benchmarks call it in-process, so both run the very same arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import numpy as np
+import torch
+
+from geoseg.errors import ModelError
+from geoseg.models import ModelCard, ModelSpec, load_model
+
+__all__ = ["Predictor", "Precision", "pick_device"]
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but this worker sees no CUDA GPU; use device: auto or cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """Batched forward pass with a fixed batch shape.
+
+    Every call is cut into batches of exactly ``batch_size`` patches (the last one padded with
+    zeros), so a patch's result never depends on which other patches share its batch: the
+    output is the same whatever the block size or worker count. On a GPU the forward pass runs
+    under autocast (bf16 where supported, else fp16) unless ``precision="fp32"``.
+
+    Args:
+        spec: which model to load (see :class:`geoseg.models.ModelSpec`).
+        batch_size: patches per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        precision: ``auto`` (fp32 on CPU, bf16/fp16 on GPU), ``fp32``, ``fp16`` or ``bf16``.
+        threads: torch intra-op threads on the CPU (None leaves torch's choice).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch_size: int = 16,
+        device: str = "auto",
+        precision: Precision = "auto",
+        threads: int | None = None,
+    ) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = pick_device(device)
+        model, card = load_model(spec)
+        self.model = model.eval().to(self.device)
+        self.card: ModelCard = card
+        self.batch_size = batch_size
+        self.autocast_dtype: torch.dtype | None = None
+        if self.device.type == "cuda" and precision != "fp32":
+            if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
+                self.autocast_dtype = torch.float16
+            else:
+                self.autocast_dtype = torch.bfloat16
+        elif precision in ("fp16", "bf16") and self.device.type == "cpu":
+            self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        norm = card.normalisation
+        if norm.kind == "affine":
+            self._offset = torch.tensor(norm.offset, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+            self._scale = torch.tensor(norm.scale, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        else:
+            self._offset = self._scale = None
+        self.counts: Counter[str] = Counter()
+
+    @torch.inference_mode()
+    def __call__(self, patches: np.ndarray, tag: str = "") -> np.ndarray:
+        """(N, C, P, P) raw pixels -> (N, K, P, P) float32 class probabilities (softmax)."""
+        n = patches.shape[0]
+        if patches.ndim != 4 or patches.shape[1] != len(self.card.bands):
+            raise ModelError(
+                f"model {self.card.name!r} takes {len(self.card.bands)} bands {list(self.card.bands)}, "
+                f"got patches of shape {patches.shape}; check the input bands"
+            )
+        self.counts[tag] += n
+        out = np.empty((n, self.card.n_classes, *patches.shape[2:]), np.float32)
+        b = self.batch_size
+        for k in range(0, n, b):
+            chunk = patches[k : k + b]
+            m = chunk.shape[0]
+            x = torch.zeros((b, *chunk.shape[1:]), dtype=torch.float32)
+            x[:m] = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+            x = x.to(self.device, non_blocking=True)
+            if self._offset is not None:
+                x = (x - self._offset) / self._scale
+            if self.autocast_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    logits = self.model(x)
+            else:
+                logits = self.model(x)
+            probs = torch.softmax(logits[:m].float(), dim=1)
+            out[k : k + m] = probs.cpu().numpy()
+        return out
+
+    def take_counts(self) -> dict[str, int]:
+        """Patches forwarded per tag since the last call (and reset)."""
+        counts, self.counts = dict(self.counts), Counter()
+        return counts

@@ -1,0 +1,443 @@
+"""Run a job on Ray: plan on the driver, read/predict/stitch/write as tasks and actors.
+
+This is the only module that imports Ray, and every Ray option is set here (``_ray_options``).
+The driver ships descriptors (raster info, blocks) and ObjectRefs, never pixels.
+
+    plan ─► read task (block + its patches) ─► model actor (batched forward) ─► stitch+write task
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import zarr
+from ray.exceptions import RayError, RayTaskError
+
+from geoseg import __version__
+from geoseg.errors import GeosegError, SpecError, StoreError
+from geoseg.grid import Block, PatchGrid, blocks, patch_grid
+from geoseg.infer import Predictor
+from geoseg.models import ModelCard, ModelSpec, load_model, resolve_bands
+from geoseg.sinks import (
+    SceneLayout,
+    complete_group,
+    done_blocks,
+    group_status,
+    mark_block_done,
+    prepare_group,
+    write_block,
+)
+from geoseg.sources import RasterInfo, open_raster, read_window
+from geoseg.spec import JobSpec
+from geoseg.stitch import StitchMode, extract_patches, labels_from_scores, make_merger
+
+__all__ = ["run_job", "JobReport", "SceneResult", "ScenePlan", "plan_scene", "fingerprint"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain values the driver builds and ships
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """One input, ready to run: its grid, blocks, and which blocks are still to do."""
+
+    name: str
+    info: RasterInfo
+    bands: tuple[int, ...]
+    grid: PatchGrid
+    blocks: tuple[Block, ...]
+    pending: tuple[int, ...]
+    fingerprint: str
+
+    @property
+    def pending_patches(self) -> int:
+        return sum(_n_cores(self.blocks[j]) for j in self.pending)
+
+
+@dataclass
+class SceneResult:
+    path: str
+    name: str = ""
+    status: str = "failed"  # complete | failed | skipped
+    error: str = ""
+    grid_patches: int = 0
+    patches_needed: int = 0
+    patches_forwarded: int = 0
+    blocks_total: int = 0
+    blocks_run: int = 0
+    seconds: float = 0.0
+
+    @property
+    def inference_ratio(self) -> float:
+        return self.patches_forwarded / self.patches_needed if self.patches_needed else 1.0
+
+
+@dataclass
+class JobReport:
+    scenes: list[SceneResult] = field(default_factory=list)
+    seconds: float = 0.0
+    workers: int = 0
+    device: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == "complete" for s in self.scenes)
+
+    @property
+    def patches_forwarded(self) -> int:
+        return sum(s.patches_forwarded for s in self.scenes)
+
+    def summary(self) -> str:
+        lines = []
+        for s in self.scenes:
+            if s.status == "complete":
+                lines.append(
+                    f"{s.name}: complete, {s.blocks_run}/{s.blocks_total} blocks run, inference "
+                    f"{s.patches_forwarded}/{s.patches_needed} patches = {s.inference_ratio:.2f}"
+                )
+            else:
+                lines.append(f"{s.path}: {s.status}: {s.error}")
+        rate = self.patches_forwarded / self.seconds if self.seconds else 0.0
+        lines.append(
+            f"{sum(s.status == 'complete' for s in self.scenes)}/{len(self.scenes)} inputs complete, "
+            f"{self.patches_forwarded} patches in {self.seconds:.1f} s ({rate:.1f} patches/s) "
+            f"on {self.workers} {self.device} worker(s)"
+        )
+        return "\n".join(lines)
+
+
+def _n_cores(b: Block) -> int:
+    return (b.cores_y[1] - b.cores_y[0]) * (b.cores_x[1] - b.cores_x[0])
+
+
+def _file_digest(path: Path | None) -> str:
+    if path is None:
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+    return h.hexdigest()
+
+
+def fingerprint(info: RasterInfo, bands: tuple[int, ...], card: ModelCard, spec: JobSpec, weights: str) -> str:
+    """Hash of everything that decides the output values (never workers or block size)."""
+    tiling = spec.tiling.resolve(card.patch_px)
+    key = {
+        "input": info.identity,
+        "bands": bands,
+        "model": card.to_dict(),
+        "weights": weights,
+        "params": spec.model.params,
+        "patch_px": tiling.patch_px,
+        "overlap_px": tiling.overlap_px,
+        "stitch": spec.stitch,
+        "probs": spec.write_probs,
+        "precision": spec.precision,
+        "geoseg": __version__.rsplit(".", 1)[0],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan_scene(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: set[str]) -> ScenePlan:
+    """Open one input, check it fits the model, and lay out its output group (driver only)."""
+    info = open_raster(path)
+    bands = resolve_bands(card.bands, info.descriptions, info.count, info.path)
+    tiling = spec.tiling.resolve(card.patch_px)
+    grid = patch_grid(info.shape_yx, tiling)
+    chunk_px = tiling.chunk_px()
+    blks = blocks(grid, spec.block_px, chunk_px)
+    name = info.stem
+    if name in names:
+        raise SpecError(f"{path}: another input is also named {name!r}; output groups are named by file stem")
+    fp = fingerprint(info, bands, card, spec, weights)
+    layout = SceneLayout(name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs)
+    status = group_status(spec.output, name)
+    if status is not None and status == (fp, "complete") and not spec.overwrite:
+        return ScenePlan(name, info, bands, grid, blks, (), fp)
+    meta = {
+        "source": info.path,
+        "model": card.to_dict(),
+        "stitch": spec.stitch,
+        "patch_px": tiling.patch_px,
+        "overlap_px": tiling.overlap_px,
+        "bands": list(bands),
+        "version": __version__,
+    }
+    resumed = prepare_group(spec.output, layout, fp, meta, overwrite=spec.overwrite)
+    done = done_blocks(spec.output, name) if resumed else frozenset()
+    pending = tuple(b.index for b in blks if b.name not in done)
+    return ScenePlan(name, info, bands, grid, blks, pending, fp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: tasks and the model actor
+
+
+def _read_block(info: RasterInfo, bands: tuple[int, ...], grid: PatchGrid, block: Block) -> tuple[Any, Any]:
+    """Windowed read of a block's patches; returns (N, C, P, P) patches and (h, w) validity."""
+    ids = list(block.core_patches())
+    wins = [grid.window(iy, ix) for iy, ix in ids]
+    y0, x0 = min(w[0] for w in wins), min(w[1] for w in wins)
+    y1, x1 = max(w[2] for w in wins), max(w[3] for w in wins)
+    pixels, valid = read_window(info, (y0, x0, y1, x1), bands)
+    patches = extract_patches(pixels, (y0, x0), grid, ids)
+    ey0, ex0, ey1, ex1 = block.extent
+    return patches, np.ascontiguousarray(valid[ey0 - y0 : ey1 - y0, ex0 - x0 : ex1 - x0])
+
+
+def _stitch_write(
+    store: str,
+    scene: str,
+    grid: PatchGrid,
+    block: Block,
+    mode: StitchMode,
+    n_classes: int,
+    write_probs: bool,
+    sources: tuple[Block, ...],
+    valid: np.ndarray,
+    *preds: np.ndarray,
+) -> tuple[str, int, int]:
+    """Stitch a block from the predictions of ``sources`` (in global patch order), write it."""
+    scored: list[tuple[int, int, int, np.ndarray]] = []
+    for src, pred in zip(sources, preds, strict=True):
+        for k, (iy, ix) in enumerate(src.core_patches()):
+            scored.append((grid.index(iy, ix), iy, ix, pred[k]))
+    scored.sort(key=lambda t: t[0])
+    merger = make_merger(mode, grid, block.extent, n_classes)
+    for _, iy, ix, s in scored:
+        merger.add(iy, ix, s)
+    scores = merger.finalize()
+    probs = None
+    if write_probs:
+        probs = scores
+        probs[:, ~valid] = np.nan
+    write_block(store, scene, block.extent, labels_from_scores(scores, valid), probs)
+    mark_block_done(store, scene, block.name, json.dumps({"patches": _n_cores(block)}))
+    return scene, block.index, _n_cores(block)
+
+
+class _ModelActor:
+    """A :class:`Predictor` held by a Ray actor for the whole job (weights load once)."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int, device: str, precision: str, threads: int | None):
+        self.predictor = Predictor(spec, batch_size, device, precision, threads)  # type: ignore[arg-type]
+
+    def predict(self, patches: np.ndarray, tag: str) -> np.ndarray:
+        return self.predictor(patches, tag)
+
+    def take_counts(self) -> dict[str, int]:
+        return self.predictor.take_counts()
+
+    def describe(self) -> str:
+        return str(self.predictor.device)
+
+
+def _ray_options(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any], int, str]:
+    """All Ray options in one place: (task options, actor options, workers, device kind)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    use_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus > 0)
+    if spec.device == "cuda" and gpus == 0:
+        raise SpecError("device: cuda, but the Ray cluster has no GPU; use device: auto or cpu")
+    workers = spec.workers or (gpus if use_gpu else 1)
+    actor: dict[str, Any] = {"max_restarts": 2, "max_task_retries": 2}
+    if use_gpu:
+        actor.update(num_gpus=1, num_cpus=spec.cpus_per_worker)
+    else:
+        actor.update(num_gpus=0, num_cpus=spec.cpus_per_worker)
+    task: dict[str, Any] = {"num_cpus": 1, "max_retries": 2}
+    return task, actor, workers, "cuda" if use_gpu else "cpu"
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray on demand."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=True,
+        configure_logging=True,
+    )
+
+
+def _dependencies(plan: ScenePlan, mode: StitchMode) -> dict[int, tuple[int, ...]]:
+    """For each pending block, the blocks whose patch predictions its stitch needs."""
+    if mode == "crop":
+        return {j: (j,) for j in plan.pending}
+    where: dict[tuple[int, int], int] = {}
+    for b in plan.blocks:
+        for p in b.core_patches():
+            where[p] = b.index
+    return {j: tuple(sorted({where[p] for p in plan.blocks[j].halo_patches()})) for j in plan.pending}
+
+
+def _unwrap(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, RayTaskError) else None  # type: ignore[attr-defined]
+    if isinstance(cause, GeosegError):
+        return str(cause)
+    text = str(cause or err).strip().splitlines()
+    return text[-1] if text else type(err).__name__
+
+
+def _execute(
+    plans: list[ScenePlan],
+    spec: JobSpec,
+    card: ModelCard,
+    results: dict[str, SceneResult],
+    report: JobReport,
+) -> None:
+    task_opts, actor_opts, workers, device = _ray_options(spec)
+    report.workers, report.device = workers, device
+    node_cpus = int(ray.cluster_resources().get("CPU", 1))
+    threads = spec.threads_per_worker or (None if device == "cuda" else max(1, node_cpus // workers))
+    actor_cls = ray.remote(_ModelActor).options(**actor_opts)
+    actors = [
+        actor_cls.remote(spec.model.to_model_spec(), spec.batch_size, spec.device, spec.precision, threads)
+        for _ in range(workers)
+    ]
+    read = ray.remote(_read_block).options(num_returns=2, **task_opts)
+    stitch = ray.remote(_stitch_write).options(**task_opts)
+    limit = spec.max_blocks_in_flight or 2 * workers + 2
+    store = str(spec.output)
+    total = sum(p.pending_patches for p in plans)
+    bar = _progress(total, spec.progress)
+    inflight: dict[ray.ObjectRef, str] = {}
+    failed: set[str] = set()
+    turn = 0
+
+    def settle(wait_all: bool) -> None:
+        while inflight and (wait_all or len(inflight) >= limit):
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            scene = inflight.pop(ready[0])
+            try:
+                _, _, n = ray.get(ready[0])
+            except RayError as e:
+                if scene not in failed:
+                    failed.add(scene)
+                    results[scene].status, results[scene].error = "failed", _unwrap(e)
+                    if spec.on_error == "fail":
+                        raise GeosegError(f"{results[scene].path}: {results[scene].error}") from None
+                continue
+            results[scene].blocks_run += 1
+            bar.update(n)
+
+    try:
+        for plan in plans:
+            deps = _dependencies(plan, spec.stitch)
+            users: dict[int, int] = defaultdict(int)
+            for d in deps.values():
+                for k in d:
+                    users[k] += 1
+            preds: dict[int, ray.ObjectRef] = {}
+            valids: dict[int, ray.ObjectRef] = {}
+            waiting = sorted(deps)
+            for k in sorted(users):
+                if plan.name in failed:
+                    break
+                settle(wait_all=False)
+                patches_ref, valid_ref = read.remote(plan.info, plan.bands, plan.grid, plan.blocks[k])
+                preds[k] = actors[turn % workers].predict.remote(patches_ref, plan.name)
+                if k in deps:
+                    valids[k] = valid_ref
+                turn += 1
+                still = []
+                for j in waiting:
+                    if all(d in preds for d in deps[j]):
+                        srcs = tuple(plan.blocks[d] for d in deps[j])
+                        ref = stitch.remote(
+                            store, plan.name, plan.grid, plan.blocks[j], spec.stitch, card.n_classes,
+                            spec.write_probs, srcs, valids.pop(j), *(preds[d] for d in deps[j]),
+                        )  # fmt: skip
+                        inflight[ref] = plan.name
+                        for d in deps[j]:
+                            users[d] -= 1
+                            if users[d] == 0:
+                                del preds[d]
+                    else:
+                        still.append(j)
+                waiting = still
+        settle(wait_all=True)
+        for counts in ray.get([a.take_counts.remote() for a in actors]):
+            for scene, n in counts.items():
+                results[scene].patches_forwarded += n
+    finally:
+        bar.close()
+        for a in actors:
+            ray.kill(a)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, unit="patch", desc="geoseg", disable=not enabled, smoothing=0.1, dynamic_ncols=True)
+
+
+def run_job(spec: JobSpec) -> JobReport:
+    """Run every input of ``spec``; bad inputs are reported (or raise, with ``on_error: fail``)."""
+    t0 = time.perf_counter()
+    model_spec = spec.model.to_model_spec()
+    _, card = load_model(model_spec)  # fails here, once, on a bad model: before any output exists
+    weights = _file_digest(model_spec.checkpoint or model_spec.file)
+    report = JobReport()
+    results: dict[str, SceneResult] = {}
+    plans: list[ScenePlan] = []
+    out = Path(spec.output)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out}: exists and is not a Zarr store folder; choose another --output")
+    for path in spec.inputs:
+        res = SceneResult(path=str(path))
+        report.scenes.append(res)
+        try:
+            plan = plan_scene(Path(path), card, spec, weights, {p.name for p in plans})
+        except GeosegError as e:
+            if spec.on_error == "fail":
+                raise
+            res.status, res.error = "failed", str(e)
+            continue
+        res.name = plan.name
+        res.grid_patches = len(plan.grid)
+        res.blocks_total = len(plan.blocks)
+        res.patches_needed = plan.pending_patches
+        results[plan.name] = res
+        plans.append(plan)
+    todo = [p for p in plans if p.pending]
+    if todo:
+        init_ray(spec.ray_address)
+        _execute(todo, spec, card, results, report)
+    for plan in plans:
+        res = results[plan.name]
+        if res.status == "failed" and res.error:
+            continue
+        done = done_blocks(spec.output, plan.name)
+        missing = [b.name for b in plan.blocks if b.name not in done]
+        if missing:
+            res.status, res.error = "failed", f"{len(missing)} blocks unfinished (e.g. {missing[0]}); rerun to resume"
+            continue
+        complete_group(
+            spec.output,
+            plan.name,
+            {"grid_patches": len(plan.grid), "patches_forwarded": res.patches_forwarded, "blocks": len(plan.blocks)},
+        )
+        res.status = "complete"
+    if any(r.status == "complete" for r in results.values()):
+        with warnings.catch_warnings():
+            # zarr warns that consolidated metadata is outside the v3 spec and that the marker
+            # folder is no Zarr node; xarray reads the store root's consolidated metadata.
+            warnings.simplefilter("ignore", UserWarning)
+            zarr.consolidate_metadata(str(spec.output), zarr_format=3)
+    report.seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,127 @@
+"""GeoTIFF/COG (any GDAL raster) through rasterio: metadata once, then windowed reads only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window as RioWindow
+
+from geoseg.errors import InputError, SourceError
+from geoseg.grid import Window
+
+__all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
+
+SUPPORTED_DTYPES = frozenset(
+    {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"}
+)
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What geoseg knows of a raster after opening it once: plain values, cheap to ship to tasks.
+
+    ``transform`` is the affine in rasterio order ``(a, b, c, d, e, f)``; ``crs_wkt`` is empty
+    for a raster without a CRS.
+    """
+
+    path: str
+    shape_yx: tuple[int, int]
+    count: int
+    dtype: str
+    crs_wkt: str
+    transform: tuple[float, float, float, float, float, float]
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    identity: str
+
+    @property
+    def stem(self) -> str:
+        name = Path(self.path).name
+        for suffix in (".tiff", ".tif", ".TIF", ".TIFF", ".vrt", ".jp2", ".img"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)]
+        return Path(self.path).stem
+
+
+def _identity(path: Path) -> str:
+    """Fingerprint of the file's bytes that costs no full read: size, mtime and head/tail hashes."""
+    st = path.stat()
+    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 1 << 20:
+            f.seek(max(st.st_size - (1 << 20), 1 << 20))
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
+def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
+    """Open ``path`` for its metadata and check geoseg can read it; reads no pixels.
+
+    Raises:
+        SourceError: missing, unreadable or not a raster.
+        InputError: empty, or of a dtype geoseg does not handle (complex).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{p}: no such file; check the path (relative paths start at {Path.cwd()})")
+    if p.is_dir():
+        raise SourceError(f"{p}: is a folder, not a raster; give a GeoTIFF file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(p) as src:
+                info = RasterInfo(
+                    path=str(p.resolve()),
+                    shape_yx=(src.height, src.width),
+                    count=src.count,
+                    dtype=src.dtypes[0] if src.count else "",
+                    crs_wkt=src.crs.to_wkt() if src.crs else "",
+                    transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
+                    nodata=src.nodata,
+                    descriptions=tuple(src.descriptions),
+                    identity=_identity(p),
+                )
+    except RasterioError as e:
+        raise SourceError(f"{p}: not a readable raster ({str(e).splitlines()[0]}); give a GeoTIFF/COG") from None
+    except OSError as e:
+        raise SourceError(f"{p}: cannot read it ({e.strerror or e}); check permissions") from None
+    if info.count == 0 or min(info.shape_yx) == 0:
+        raise InputError(f"{p}: raster is empty ({info.count} bands, {info.shape_yx[0]}x{info.shape_yx[1]} px)")
+    if info.dtype not in SUPPORTED_DTYPES:
+        raise InputError(
+            f"{p}: pixel type {info.dtype} is not supported; convert to a real type, "
+            f"e.g. gdal_translate -ot Float32"
+        )
+    return info
+
+
+def read_window(info: RasterInfo, window: Window, bands: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``bands`` (0-based) of ``window`` and where every one of them holds data.
+
+    Returns:
+        ``(pixels, valid)``: (C, h, w) in the file's dtype and (h, w) bool, False where any
+        chosen band is nodata or masked (GDAL's per-band or dataset mask).
+    """
+    y0, x0, y1, x1 = window
+    rio_window = RioWindow(x0, y0, x1 - x0, y1 - y0)  # type: ignore[call-arg]
+    indexes = [b + 1 for b in bands]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(info.path) as src:
+                pixels = src.read(indexes, window=rio_window)
+                masks = src.read_masks(indexes, window=rio_window)
+    except RasterioError as e:
+        raise SourceError(f"{info.path}: read of window {window} failed ({str(e).splitlines()[0]})") from None
+    valid = np.all(masks > 0, axis=0)
+    if np.issubdtype(pixels.dtype, np.floating):
+        valid &= np.all(np.isfinite(pixels), axis=0)
+    return pixels, valid

@@ -1,0 +1,153 @@
+"""Job specs: YAML (or CLI flags) parsed once, at the boundary, into a frozen :class:`JobSpec`.
+
+Every validation error names the field, the value and the fix::
+
+    spec.yaml: stitch: 'blend' is not one of 'crop', 'gaussian'
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from geoseg.errors import SpecError
+from geoseg.grid import Tiling
+from geoseg.models import ModelSpec
+
+__all__ = ["JobSpec", "ModelSection", "TilingSection", "load_spec", "parse_spec"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSection(_Frozen):
+    """Which model: a registered ``name``, a ``checkpoint`` (+ ``card``), or a TorchScript/
+    torch.export ``file`` with a card beside it."""
+
+    name: str | None = None
+    checkpoint: Path | None = None
+    card: Path | None = None
+    file: Path | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if self.name is None and self.checkpoint is None and self.file is None:
+            raise ValueError("give a model name (e.g. ndwi), a checkpoint or a file")
+        return self
+
+    def to_model_spec(self) -> ModelSpec:
+        return ModelSpec(
+            name=self.name, checkpoint=self.checkpoint, card=self.card, file=self.file, params=dict(self.params)
+        )
+
+
+class TilingSection(_Frozen):
+    patch_px: int | None = Field(default=None, ge=8, description="patch edge; default: the model card's")
+    overlap_px: int = Field(default=32, ge=0)
+
+    def resolve(self, card_patch_px: int) -> Tiling:
+        return Tiling(self.patch_px or card_patch_px, self.overlap_px)
+
+
+class JobSpec(_Frozen):
+    """A whole job. Relative paths are relative to the spec file (or the working directory)."""
+
+    inputs: tuple[Path, ...] = Field(min_length=1)
+    output: Path
+    model: ModelSection
+    tiling: TilingSection = TilingSection()
+    stitch: Literal["crop", "gaussian"] = "crop"
+    block_px: int = Field(default=2048, ge=1)
+    workers: int | None = Field(default=None, ge=1, description="model actors; default one per GPU, else 1")
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    batch_size: int = Field(default=16, ge=1)
+    write_probs: bool = False
+    on_error: Literal["skip", "fail"] = "skip"
+    overwrite: bool = False
+    max_blocks_in_flight: int | None = Field(default=None, ge=1)
+    ray_address: str | None = None
+    progress: bool = True
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | os.PathLike) else v
+
+
+def _expand(paths: tuple[Path, ...], base: Path) -> tuple[Path, ...]:
+    """Resolve against ``base`` and expand globs (a glob that matches nothing is an error)."""
+    out: list[Path] = []
+    for p in paths:
+        full = p if p.is_absolute() else base / p
+        if any(ch in str(p) for ch in "*?["):
+            hits = sorted(glob.glob(str(full), recursive=True))
+            if not hits:
+                raise SpecError(f"inputs: pattern {str(p)!r} matches no file under {base}; check the pattern")
+            out.extend(Path(h) for h in hits)
+        else:
+            out.append(full)
+    return tuple(out)
+
+
+def _rebase(spec: JobSpec, base: Path) -> JobSpec:
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    model = spec.model.model_copy(
+        update={k: fix(getattr(spec.model, k)) or getattr(spec.model, k) for k in ("checkpoint", "card", "file")}
+    )
+    return spec.model_copy(
+        update={"inputs": _expand(spec.inputs, base), "output": fix(spec.output) or spec.output, "model": model}
+    )
+
+
+def _explain(err: ValidationError, source: str) -> SpecError:
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        known = ", ".join(sorted(JobSpec.model_fields))
+        msg = f"is not a known field (fields: {known})"
+    elif first["type"] == "missing":
+        msg = "is required"
+    elif "input" in first and first["type"] not in ("value_error",):
+        msg = f"{first['input']!r}: {msg}"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return SpecError(f"{source}: {where}: {msg}{more}; see docs/spec.md")
+
+
+def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> JobSpec:
+    """Validate a mapping (from YAML or CLI flags) into a :class:`JobSpec`."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}; see docs/spec.md")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise _explain(e, source) from None
+    return _rebase(spec, base or Path.cwd())
+
+
+def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Read a YAML job spec; relative paths in it are relative to the file's folder."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such spec file; check the path") from None
+    except IsADirectoryError:
+        raise SpecError(f"{p}: is a folder; give a YAML job spec file") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return parse_spec(data, source=str(p), base=p.resolve().parent)
