@@ -25,23 +25,16 @@ from ray.exceptions import RayError, RayTaskError
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, SpecError, StoreError
+from geoseg._actor import ModelActor
+from geoseg._tasks import n_cores, read_block, stitch_write
 from geoseg.grid import Block, PatchGrid, blocks, patch_grid
-from geoseg.infer import Predictor
-from geoseg.models import ModelCard, ModelSpec, load_model, resolve_bands
-from geoseg.sinks import (
-    SceneLayout,
-    complete_group,
-    done_blocks,
-    group_status,
-    mark_block_done,
-    prepare_group,
-    write_block,
-)
-from geoseg.sources import RasterInfo, open_raster, read_window
+from geoseg.models import ModelCard, load_model, resolve_bands
+from geoseg.sinks import SceneLayout, complete_group, done_blocks, group_status, prepare_group
+from geoseg.sources import RasterInfo, open_raster
 from geoseg.spec import JobSpec
-from geoseg.stitch import StitchMode, extract_patches, labels_from_scores, make_merger
+from geoseg.stitch import StitchMode
 
-__all__ = ["run_job", "JobReport", "SceneResult", "ScenePlan", "plan_scene", "fingerprint"]
+__all__ = ["run_job", "release_workers", "init_ray", "JobReport", "SceneResult", "ScenePlan", "plan_scene", "fingerprint"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +55,7 @@ class ScenePlan:
 
     @property
     def pending_patches(self) -> int:
-        return sum(_n_cores(self.blocks[j]) for j in self.pending)
+        return sum(n_cores(self.blocks[j]) for j in self.pending)
 
 
 @dataclass
@@ -115,10 +108,6 @@ class JobReport:
             f"on {self.workers} {self.device} worker(s)"
         )
         return "\n".join(lines)
-
-
-def _n_cores(b: Block) -> int:
-    return (b.cores_y[1] - b.cores_y[0]) * (b.cores_x[1] - b.cores_x[0])
 
 
 def _file_digest(path: Path | None) -> str:
@@ -185,65 +174,6 @@ def plan_scene(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: 
 # Ray: tasks and the model actor
 
 
-def _read_block(info: RasterInfo, bands: tuple[int, ...], grid: PatchGrid, block: Block) -> tuple[Any, Any]:
-    """Windowed read of a block's patches; returns (N, C, P, P) patches and (h, w) validity."""
-    ids = list(block.core_patches())
-    wins = [grid.window(iy, ix) for iy, ix in ids]
-    y0, x0 = min(w[0] for w in wins), min(w[1] for w in wins)
-    y1, x1 = max(w[2] for w in wins), max(w[3] for w in wins)
-    pixels, valid = read_window(info, (y0, x0, y1, x1), bands)
-    patches = extract_patches(pixels, (y0, x0), grid, ids)
-    ey0, ex0, ey1, ex1 = block.extent
-    return patches, np.ascontiguousarray(valid[ey0 - y0 : ey1 - y0, ex0 - x0 : ex1 - x0])
-
-
-def _stitch_write(
-    store: str,
-    scene: str,
-    grid: PatchGrid,
-    block: Block,
-    mode: StitchMode,
-    n_classes: int,
-    write_probs: bool,
-    sources: tuple[Block, ...],
-    valid: np.ndarray,
-    *preds: np.ndarray,
-) -> tuple[str, int, int]:
-    """Stitch a block from the predictions of ``sources`` (in global patch order), write it."""
-    scored: list[tuple[int, int, int, np.ndarray]] = []
-    for src, pred in zip(sources, preds, strict=True):
-        for k, (iy, ix) in enumerate(src.core_patches()):
-            scored.append((grid.index(iy, ix), iy, ix, pred[k]))
-    scored.sort(key=lambda t: t[0])
-    merger = make_merger(mode, grid, block.extent, n_classes)
-    for _, iy, ix, s in scored:
-        merger.add(iy, ix, s)
-    scores = merger.finalize()
-    probs = None
-    if write_probs:
-        probs = scores
-        probs[:, ~valid] = np.nan
-    write_block(store, scene, block.extent, labels_from_scores(scores, valid), probs)
-    mark_block_done(store, scene, block.name, json.dumps({"patches": _n_cores(block)}))
-    return scene, block.index, _n_cores(block)
-
-
-class _ModelActor:
-    """A :class:`Predictor` held by a Ray actor for the whole job (weights load once)."""
-
-    def __init__(self, spec: ModelSpec, batch_size: int, device: str, precision: str, threads: int | None):
-        self.predictor = Predictor(spec, batch_size, device, precision, threads)  # type: ignore[arg-type]
-
-    def predict(self, patches: np.ndarray, tag: str) -> np.ndarray:
-        return self.predictor(patches, tag)
-
-    def take_counts(self) -> dict[str, int]:
-        return self.predictor.take_counts()
-
-    def describe(self) -> str:
-        return str(self.predictor.device)
-
-
 def _ray_options(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any], int, str]:
     """All Ray options in one place: (task options, actor options, workers, device kind)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -293,10 +223,39 @@ def _unwrap(err: BaseException) -> str:
     return text[-1] if text else type(err).__name__
 
 
+_POOL: dict[str, Any] = {"key": None, "actors": []}
+
+
+def _actor_pool(spec: JobSpec, options: dict[str, Any], workers: int, threads: int | None, weights: str) -> list[Any]:
+    """Model actors for this job, reused from the previous job of this driver when identical
+    (same model, weights, settings and Ray session), so weights load once per driver."""
+    ctx = ray.get_runtime_context()
+    model_spec = spec.model.to_model_spec()
+    key = repr((ctx.gcs_address, ctx.get_job_id(), model_spec, weights, spec.batch_size, spec.device,
+                spec.precision, threads, sorted(options.items()), workers))  # fmt: skip
+    if _POOL["key"] != key:
+        release_workers()
+        cls = ray.remote(ModelActor).options(**options)
+        _POOL["actors"] = [
+            cls.remote(model_spec, spec.batch_size, spec.device, spec.precision, threads) for _ in range(workers)
+        ]
+        _POOL["key"] = key
+    return list(_POOL["actors"])
+
+
+def release_workers() -> None:
+    """Stop the model actors this driver keeps between jobs."""
+    actors, _POOL["actors"], _POOL["key"] = _POOL["actors"], [], None
+    if ray.is_initialized():
+        for a in actors:
+            ray.kill(a)
+
+
 def _execute(
     plans: list[ScenePlan],
     spec: JobSpec,
     card: ModelCard,
+    weights: str,
     results: dict[str, SceneResult],
     report: JobReport,
 ) -> None:
@@ -304,13 +263,9 @@ def _execute(
     report.workers, report.device = workers, device
     node_cpus = int(ray.cluster_resources().get("CPU", 1))
     threads = spec.threads_per_worker or (None if device == "cuda" else max(1, node_cpus // workers))
-    actor_cls = ray.remote(_ModelActor).options(**actor_opts)
-    actors = [
-        actor_cls.remote(spec.model.to_model_spec(), spec.batch_size, spec.device, spec.precision, threads)
-        for _ in range(workers)
-    ]
-    read = ray.remote(_read_block).options(num_returns=2, **task_opts)
-    stitch = ray.remote(_stitch_write).options(**task_opts)
+    actors = _actor_pool(spec, actor_opts, workers, threads, weights)
+    read = ray.remote(read_block).options(num_returns=2, **task_opts)
+    stitch = ray.remote(stitch_write).options(**task_opts)
     limit = spec.max_blocks_in_flight or 2 * workers + 2
     store = str(spec.output)
     total = sum(p.pending_patches for p in plans)
@@ -374,10 +329,11 @@ def _execute(
         for counts in ray.get([a.take_counts.remote() for a in actors]):
             for scene, n in counts.items():
                 results[scene].patches_forwarded += n
+    except BaseException:
+        release_workers()  # queued calls of a failed job must not linger in a reused pool
+        raise
     finally:
         bar.close()
-        for a in actors:
-            ray.kill(a)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -417,7 +373,7 @@ def run_job(spec: JobSpec) -> JobReport:
     todo = [p for p in plans if p.pending]
     if todo:
         init_ray(spec.ray_address)
-        _execute(todo, spec, card, results, report)
+        _execute(todo, spec, card, weights, results, report)
     for plan in plans:
         res = results[plan.name]
         if res.status == "failed" and res.error:

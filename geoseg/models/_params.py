@@ -1,0 +1,44 @@
+"""Read a card's ``params`` against the defaults a builder accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from geoseg.errors import ModelError
+
+from ._card import ModelCard
+
+__all__ = ["card_params"]
+
+
+def card_params(card: ModelCard, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's params merged over ``defaults``, each cast to its default's type.
+
+    A key the builder does not know, or a value that does not cast, raises
+    :class:`ModelError`, so a typo in a card never silently falls back to a default.
+
+    >>> card = ModelCard("m", "unet", ("a", "b"), ("red",), params={"depth": "3"})
+    >>> card_params(card, {"base_channels": 32, "depth": 4})
+    {'base_channels': 32, 'depth': 3}
+    """
+    unknown = sorted(set(card.params) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise ModelError(
+            f"model {card.name!r} (architecture {card.architecture!r}) has unknown params {unknown}: "
+            f"it takes {known}; fix the card's params"
+        )
+    out: dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = card.params.get(key, default)
+        kind = type(default)
+        try:
+            out[key] = kind(value)
+        except (TypeError, ValueError):
+            raise ModelError(
+                f"model {card.name!r}: param {key}={value!r} is not a {kind.__name__}; fix the card's params"
+            ) from None
+        if kind is int and isinstance(value, float) and value != out[key]:
+            raise ModelError(f"model {card.name!r}: param {key}={value!r} is not a whole number; fix it")
+    return out
