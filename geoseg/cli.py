@@ -89,6 +89,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         spec = parse_spec({**flat, "tiling": tiling, "model": model}, source="command line")
     report = run_job(spec)
     print(report.summary())
+    for scene in report.scenes:
+        if scene.status != "complete":
+            print(f"geoseg: error: {scene.error if scene.error.startswith(scene.path) else scene.path + ': ' + scene.error}", file=sys.stderr)
     if report.ok:
         print(f"output: {spec.output}")
         return 0

@@ -84,7 +84,7 @@ class JobSpec(_Frozen):
         return [v] if isinstance(v, str | os.PathLike) else v
 
 
-def _expand(paths: tuple[Path, ...], base: Path) -> tuple[Path, ...]:
+def _expand(paths: tuple[Path, ...], base: Path, source: str) -> tuple[Path, ...]:
     """Resolve against ``base`` and expand globs (a glob that matches nothing is an error)."""
     out: list[Path] = []
     for p in paths:
@@ -92,14 +92,14 @@ def _expand(paths: tuple[Path, ...], base: Path) -> tuple[Path, ...]:
         if any(ch in str(p) for ch in "*?["):
             hits = sorted(glob.glob(str(full), recursive=True))
             if not hits:
-                raise SpecError(f"inputs: pattern {str(p)!r} matches no file under {base}; check the pattern")
+                raise SpecError(f"{source}: inputs: pattern {str(p)!r} matches no file under {base}; check the pattern")
             out.extend(Path(h) for h in hits)
         else:
             out.append(full)
     return tuple(out)
 
 
-def _rebase(spec: JobSpec, base: Path) -> JobSpec:
+def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
     def fix(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else base / p
 
@@ -107,7 +107,7 @@ def _rebase(spec: JobSpec, base: Path) -> JobSpec:
         update={k: fix(getattr(spec.model, k)) or getattr(spec.model, k) for k in ("checkpoint", "card", "file")}
     )
     return spec.model_copy(
-        update={"inputs": _expand(spec.inputs, base), "output": fix(spec.output) or spec.output, "model": model}
+        update={"inputs": _expand(spec.inputs, base, source), "output": fix(spec.output) or spec.output, "model": model}
     )
 
 
@@ -134,7 +134,7 @@ def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> Job
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
         raise _explain(e, source) from None
-    return _rebase(spec, base or Path.cwd())
+    return _rebase(spec, base or Path.cwd(), source)
 
 
 def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> JobSpec:

@@ -75,7 +75,7 @@ def test_merger_refuses_reuse_and_disorder() -> None:
     m.finalize()
     with pytest.raises(RuntimeError, match="finalized"):
         m.add(2, 2, s)
-    g = GaussianMerger(grid, (0, 0, 600, 600), 1)
+    g = GaussianMerger(grid, (0, 0, 256, 256), 1)
     g.add(0, 0, s)
     g.finalize()
     with pytest.raises(RuntimeError, match="finalized"):

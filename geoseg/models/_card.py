@@ -14,7 +14,7 @@ from geoseg.errors import ModelError
 
 __all__ = ["Normalisation", "ModelCard", "BAND_ALIASES"]
 
-NormKind = Literal["none", "affine"]
+NormKind = Literal["none", "affine", "zscore_foreground"]
 
 BAND_ALIASES: Mapping[str, tuple[str, ...]] = {
     # Role names a card may use for bands, and the band descriptions that carry them, tried in
@@ -30,9 +30,13 @@ BAND_ALIASES: Mapping[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Per-band ``(x - offset) / scale`` applied by geoseg before the model, in float32.
+    """How geoseg normalises input before the model, in float32.
 
-    The same constants for every patch of every image, so tiling can never change a value.
+    - ``affine``: per-band ``(x - offset) / scale``, the same constants for every patch of every
+      image, so tiling can never change a value (rasters).
+    - ``zscore_foreground``: per volume and modality, ``(x - mean) / std`` over the foreground
+      voxels (everything that differs from the border's background value), background set to
+      0; computed once per case on the whole volume before slicing (MRI).
     """
 
     kind: NormKind = "none"
@@ -40,8 +44,10 @@ class Normalisation:
     scale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in ("none", "affine"):
-            raise ModelError(f"normalisation kind {self.kind!r} is unknown: use 'none' or 'affine'")
+        if self.kind not in ("none", "affine", "zscore_foreground"):
+            raise ModelError(
+                f"normalisation kind {self.kind!r} is unknown: use 'none', 'affine' or 'zscore_foreground'"
+            )
         if self.kind == "affine":
             if not self.offset or len(self.offset) != len(self.scale):
                 raise ModelError(
@@ -54,8 +60,8 @@ class Normalisation:
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Normalise ``x`` of shape (C, ...) in place-free float32 arithmetic."""
         x = x.astype(np.float32, copy=False)
-        if self.kind == "none":
-            return x
+        if self.kind != "affine":
+            return x  # zscore_foreground is done per case, upstream, on the whole volume
         shape = (-1,) + (1,) * (x.ndim - 1)
         off = np.asarray(self.offset, np.float32).reshape(shape)
         scl = np.asarray(self.scale, np.float32).reshape(shape)
@@ -90,7 +96,7 @@ class ModelCard:
         if not self.bands:
             raise ModelError(f"model {self.name!r} lists no input bands: name at least one")
         n = len(self.normalisation.offset)
-        if self.normalisation.kind != "none" and n != len(self.bands):
+        if self.normalisation.kind == "affine" and n != len(self.bands):
             raise ModelError(
                 f"model {self.name!r} normalises {n} bands but takes {len(self.bands)}: give one offset/scale per band"
             )

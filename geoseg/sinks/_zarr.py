@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,9 @@ def _geo_attrs(layout: SceneLayout) -> tuple[dict[str, Any], dict[str, Any]]:
         if auth is not None:
             geo["proj:code"] = f"{auth[0]}:{auth[1]}"
         conventions.append(_PROJ_CONVENTION)
-        cf.update(crs.to_cf())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # CF cannot hold every projection; crs_wkt does
+            cf.update(crs.to_cf())
         cf["crs_wkt"] = layout.crs_wkt
         cf["spatial_ref"] = layout.crs_wkt
     geo["zarr_conventions"] = conventions
