@@ -248,7 +248,10 @@ def release_workers() -> None:
     actors, _POOL["actors"], _POOL["key"] = _POOL["actors"], [], None
     if ray.is_initialized():
         for a in actors:
-            ray.kill(a)
+            try:
+                ray.kill(a)
+            except (RayError, ValueError):
+                pass  # a handle of an earlier Ray session: that actor is gone already
 
 
 def _execute(
@@ -264,9 +267,10 @@ def _execute(
     node_cpus = int(ray.cluster_resources().get("CPU", 1))
     threads = spec.threads_per_worker or (None if device == "cuda" else max(1, node_cpus // workers))
     actors = _actor_pool(spec, actor_opts, workers, threads, weights)
+    report.device = ray.get(actors[0].describe.remote())  # what the actor really uses (a GPU node may lack CUDA)
     read = ray.remote(read_block).options(num_returns=2, **task_opts)
     stitch = ray.remote(stitch_write).options(**task_opts)
-    limit = spec.max_blocks_in_flight or 2 * workers + 2
+    limit = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * workers + 2))
     store = str(spec.output)
     total = sum(p.pending_patches for p in plans)
     bar = _progress(total, spec.progress)
