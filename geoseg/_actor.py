@@ -16,8 +16,8 @@ class ModelActor:
     def __init__(self, spec: ModelSpec, batch_size: int, device: str, precision: str, threads: int | None):
         self.predictor = Predictor(spec, batch_size, device, precision, threads)  # type: ignore[arg-type]
 
-    def predict(self, patches: np.ndarray, tag: str) -> np.ndarray:
-        return self.predictor(patches, tag)
+    def predict(self, patches: np.ndarray, tag: str, labels_only: bool = False) -> np.ndarray:
+        return self.predictor(patches, tag, labels_only)
 
     def take_counts(self) -> dict[str, int]:
         return self.predictor.take_counts()

@@ -14,7 +14,7 @@ import numpy as np
 from geoseg.grid import Block, PatchGrid
 from geoseg.sinks import mark_block_done, write_block
 from geoseg.sources import RasterInfo, read_window
-from geoseg.stitch import StitchMode, extract_patches, labels_from_scores, make_merger
+from geoseg.stitch import NODATA_LABEL, CropMerger, StitchMode, extract_patches, labels_from_scores, make_merger
 
 __all__ = ["read_block", "stitch_write", "n_cores"]
 
@@ -54,14 +54,20 @@ def stitch_write(
         for k, (iy, ix) in enumerate(src.core_patches()):
             scored.append((grid.index(iy, ix), iy, ix, pred[k]))
     scored.sort(key=lambda t: t[0])
-    merger = make_merger(mode, grid, block.extent, n_classes)
+    labels_in = bool(preds) and preds[0].dtype == np.uint8
+    merger = CropMerger(grid, block.extent, 1, np.uint8) if labels_in else make_merger(mode, grid, block.extent, n_classes)
     for _, iy, ix, s in scored:
         merger.add(iy, ix, s)
     scores = merger.finalize()
     probs = None
-    if write_probs:
-        probs = scores
-        probs[:, ~valid] = np.nan
-    write_block(store, scene, block.extent, labels_from_scores(scores, valid), probs)
+    if labels_in:
+        labels = scores[0]
+        labels[~valid] = NODATA_LABEL
+    else:
+        labels = labels_from_scores(scores, valid)
+        if write_probs:
+            probs = scores
+            probs[:, ~valid] = np.nan
+    write_block(store, scene, block.extent, labels, probs)
     mark_block_done(store, scene, block.name, json.dumps({"patches": n_cores(block)}))
     return scene, block.index, n_cores(block)

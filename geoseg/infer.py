@@ -76,17 +76,27 @@ class Predictor:
             self._offset = self._scale = None
         self.counts: Counter[str] = Counter()
 
+    @property
+    def in_channels(self) -> int:
+        """Input channels: each band, times the slices of context either side for volume models."""
+        return len(self.card.bands) * (2 * int(self.card.params.get("context_slices", 0)) + 1)
+
     @torch.inference_mode()
-    def __call__(self, patches: np.ndarray, tag: str = "") -> np.ndarray:
-        """(N, C, P, P) raw pixels -> (N, K, P, P) float32 class probabilities (softmax)."""
+    def __call__(self, patches: np.ndarray, tag: str = "", labels_only: bool = False) -> np.ndarray:
+        """(N, C, P, P) raw pixels -> (N, K, P, P) float32 class probabilities (softmax).
+
+        With ``labels_only``, (N, 1, P, P) uint8 argmax labels instead: all that ``crop``
+        stitching of a mask needs, at a fraction of the bytes to ship.
+        """
         n = patches.shape[0]
-        if patches.ndim != 4 or patches.shape[1] != len(self.card.bands):
+        if patches.ndim != 4 or patches.shape[1] != self.in_channels:
             raise ModelError(
-                f"model {self.card.name!r} takes {len(self.card.bands)} bands {list(self.card.bands)}, "
+                f"model {self.card.name!r} takes {self.in_channels} channels from bands {list(self.card.bands)}, "
                 f"got patches of shape {patches.shape}; check the input bands"
             )
         self.counts[tag] += n
-        out = np.empty((n, self.card.n_classes, *patches.shape[2:]), np.float32)
+        k_out = 1 if labels_only else self.card.n_classes
+        out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
         b = self.batch_size
         for k in range(0, n, b):
             chunk = patches[k : k + b]
@@ -101,8 +111,10 @@ class Predictor:
                     logits = self.model(x)
             else:
                 logits = self.model(x)
-            probs = torch.softmax(logits[:m].float(), dim=1)
-            out[k : k + m] = probs.cpu().numpy()
+            if labels_only:
+                out[k : k + m, 0] = torch.argmax(logits[:m].float(), dim=1).to(torch.uint8).cpu().numpy()
+            else:
+                out[k : k + m] = torch.softmax(logits[:m].float(), dim=1).cpu().numpy()
         return out
 
     def take_counts(self) -> dict[str, int]:

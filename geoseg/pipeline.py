@@ -273,6 +273,7 @@ def _execute(
     limit = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * workers + 2))
     store = str(spec.output)
     total = sum(p.pending_patches for p in plans)
+    labels_only = spec.stitch == "crop" and not spec.write_probs
     bar = _progress(total, spec.progress)
     inflight: dict[ray.ObjectRef, str] = {}
     failed: set[str] = set()
@@ -309,7 +310,7 @@ def _execute(
                     break
                 settle(wait_all=False)
                 patches_ref, valid_ref = read.remote(plan.info, plan.bands, plan.grid, plan.blocks[k])
-                preds[k] = actors[turn % workers].predict.remote(patches_ref, plan.name)
+                preds[k] = actors[turn % workers].predict.remote(patches_ref, plan.name, labels_only)
                 if k in deps:
                     valids[k] = valid_ref
                 turn += 1

@@ -93,11 +93,11 @@ def _overlap(a: Window, b: Window) -> Window | None:
 class _Merger:
     """Accumulates (K, P, P) patch scores into a (K, h, w) float32 extent; finalize once."""
 
-    def __init__(self, grid: PatchGrid, extent: Window, n_classes: int) -> None:
+    def __init__(self, grid: PatchGrid, extent: Window, n_classes: int, dtype: type = np.float32) -> None:
         self.grid = grid
         self.extent = extent
         y0, x0, y1, x1 = extent
-        self._scores: np.ndarray | None = np.zeros((n_classes, y1 - y0, x1 - x0), np.float32)
+        self._scores: np.ndarray | None = np.zeros((n_classes, y1 - y0, x1 - x0), dtype)
         self._last = -1
 
     def _check(self, iy: int, ix: int) -> np.ndarray:
@@ -117,7 +117,11 @@ class _Merger:
 
 
 class CropMerger(_Merger):
-    """Each pixel from the one patch whose core holds it (patches not touching a core are skipped)."""
+    """Each pixel from the one patch whose core holds it (patches not touching a core are skipped).
+
+    Works on any dtype: on (1, P, P) uint8 labels it stitches a mask directly, which equals
+    stitching the scores and taking the argmax, pixel for pixel.
+    """
 
     def add(self, iy: int, ix: int, scores: np.ndarray) -> None:
         acc = self._check(iy, ix)
