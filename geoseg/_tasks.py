@@ -1,4 +1,4 @@
-"""Bodies of the Ray tasks: read a block, stitch and write a block.
+"""Bodies of the Ray tasks: read a block or case, stitch and write it.
 
 Kept apart from :mod:`geoseg.pipeline` so that task workers import rasterio and zarr but never
 torch: Ray imports a task's module in every worker that runs it.
@@ -12,11 +12,17 @@ from typing import Any
 import numpy as np
 
 from geoseg.grid import Block, PatchGrid
-from geoseg.sinks import mark_block_done, write_block
-from geoseg.sources import RasterInfo, read_window
+from geoseg.lesions import label_lesions, lesion_table
+from geoseg.sinks import mark_block_done, write_block, write_volume
+from geoseg.sources import CaseInfo, RasterInfo, load_case, read_window
 from geoseg.stitch import NODATA_LABEL, CropMerger, StitchMode, extract_patches, labels_from_scores, make_merger
 
-__all__ = ["read_block", "stitch_write", "n_cores"]
+from geoseg.volume import normalise_case, slice_stack
+
+__all__ = ["read_block", "stitch_write", "read_case", "stitch_write_case", "n_cores", "CASE_BLOCK"]
+
+CASE_BLOCK = "case"
+"""Marker name of a volume: a case is one block (cases are small and many)."""
 
 
 def n_cores(b: Block) -> int:
@@ -71,3 +77,49 @@ def stitch_write(
     write_block(store, scene, block.extent, labels, probs)
     mark_block_done(store, scene, block.name, json.dumps({"patches": n_cores(block)}))
     return scene, block.index, n_cores(block)
+
+
+def read_case(info: CaseInfo, grid: PatchGrid, context: int) -> np.ndarray:
+    """Load a case, z-score it over its foreground, turn it to RAS and cut every axial slice.
+
+    Returns:
+        (Z * G, C', P, P) float32 patches, slice-major then grid order (G patches a slice).
+    """
+    image, _ = normalise_case(load_case(info), info.path)
+    ras = np.ascontiguousarray(info.orientation.to_ras(image))
+    ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
+    return np.concatenate(
+        [extract_patches(slice_stack(ras, k, context), (0, 0), grid, ids) for k in range(ras.shape[3])]
+    )
+
+
+def stitch_write_case(
+    store: str,
+    info: CaseInfo,
+    grid: PatchGrid,
+    mode: StitchMode,
+    n_classes: int,
+    lesion_classes: tuple[int, ...],
+    pred: np.ndarray,
+) -> tuple[str, int, int]:
+    """Stitch every slice, undo the reorientation exactly, find lesions, write the case."""
+    ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
+    n = len(ids)
+    n_slices = pred.shape[0] // n
+    labels_ras = np.empty((*grid.shape_yx, n_slices), np.uint8)
+    extent = (0, 0, *grid.shape_yx)
+    for k in range(n_slices):
+        part = pred[k * n : (k + 1) * n]
+        labels_in = part.dtype == np.uint8
+        merger = CropMerger(grid, extent, 1, np.uint8) if labels_in else make_merger(mode, grid, extent, n_classes)
+        for (iy, ix), s in zip(ids, part, strict=True):
+            merger.add(iy, ix, s)
+        out = merger.finalize()
+        labels_ras[:, :, k] = out[0] if labels_in else labels_from_scores(out)
+    mask = np.ascontiguousarray(info.orientation.from_ras(labels_ras))
+    lesion_ids, count = label_lesions(mask, lesion_classes)
+    table = lesion_table(lesion_ids, count, np.asarray(info.affine), info.voxel_ml)
+    write_volume(store, info.name, mask, lesion_ids)
+    stats = {"patches": int(pred.shape[0]), "lesions": {k: v.tolist() for k, v in table.items()}}
+    mark_block_done(store, info.name, CASE_BLOCK, json.dumps(stats))
+    return info.name, 0, int(pred.shape[0])

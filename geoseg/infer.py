@@ -57,7 +57,11 @@ class Predictor:
             torch.set_num_threads(threads)
         self.device = pick_device(device)
         model, card = load_model(spec)
-        self.model = model.eval().to(self.device)
+        try:
+            model.eval()
+        except NotImplementedError:
+            pass  # a torch.export program is a fixed graph: it has no train/eval switch
+        self.model = model.to(self.device)
         self.card: ModelCard = card
         self.batch_size = batch_size
         self.autocast_dtype: torch.dtype | None = None

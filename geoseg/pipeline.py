@@ -26,11 +26,20 @@ from ray.exceptions import RayError, RayTaskError
 from geoseg import __version__
 from geoseg.errors import GeosegError, SpecError, StoreError
 from geoseg._actor import ModelActor
-from geoseg._tasks import n_cores, read_block, stitch_write
+from geoseg._tasks import CASE_BLOCK, n_cores, read_block, read_case, stitch_write, stitch_write_case
 from geoseg.grid import Block, PatchGrid, blocks, patch_grid
 from geoseg.models import ModelCard, load_model, resolve_bands
-from geoseg.sinks import SceneLayout, complete_group, done_blocks, group_status, prepare_group
-from geoseg.sources import RasterInfo, open_raster
+from geoseg.sinks import (
+    SceneLayout,
+    VolumeLayout,
+    complete_group,
+    done_blocks,
+    group_status,
+    prepare_group,
+    prepare_volume_group,
+    write_table,
+)
+from geoseg.sources import CaseInfo, RasterInfo, open_case, open_raster
 from geoseg.spec import JobSpec
 from geoseg.stitch import StitchMode
 
@@ -56,6 +65,27 @@ class ScenePlan:
     @property
     def pending_patches(self) -> int:
         return sum(n_cores(self.blocks[j]) for j in self.pending)
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """One MRI case: one block (the whole case), ``n_slices`` axial slices of ``grid`` patches."""
+
+    name: str
+    info: CaseInfo
+    grid: PatchGrid
+    n_slices: int
+    context: int
+    pending: bool
+    fingerprint: str
+
+    @property
+    def pending_patches(self) -> int:
+        return self.n_slices * len(self.grid) if self.pending else 0
+
+    @property
+    def total_patches(self) -> int:
+        return self.n_slices * len(self.grid)
 
 
 @dataclass
@@ -120,11 +150,11 @@ def _file_digest(path: Path | None) -> str:
     return h.hexdigest()
 
 
-def fingerprint(info: RasterInfo, bands: tuple[int, ...], card: ModelCard, spec: JobSpec, weights: str) -> str:
+def fingerprint(identity: str, bands: Any, card: ModelCard, spec: JobSpec, weights: str) -> str:
     """Hash of everything that decides the output values (never workers or block size)."""
     tiling = spec.tiling.resolve(card.patch_px)
     key = {
-        "input": info.identity,
+        "input": identity,
         "bands": bands,
         "model": card.to_dict(),
         "weights": weights,
@@ -150,7 +180,7 @@ def plan_scene(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: 
     name = info.stem
     if name in names:
         raise SpecError(f"{path}: another input is also named {name!r}; output groups are named by file stem")
-    fp = fingerprint(info, bands, card, spec, weights)
+    fp = fingerprint(info.identity, bands, card, spec, weights)
     layout = SceneLayout(name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs)
     status = group_status(spec.output, name)
     if status is not None and status == (fp, "complete") and not spec.overwrite:
@@ -168,6 +198,42 @@ def plan_scene(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: 
     done = done_blocks(spec.output, name) if resumed else frozenset()
     pending = tuple(b.index for b in blks if b.name not in done)
     return ScenePlan(name, info, bands, grid, blks, pending, fp)
+
+
+def plan_case(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: set[str]) -> CasePlan:
+    """Open one MRI case (a folder of modalities or a 4-D file) and lay out its group (driver only)."""
+    info = open_case(path, card.bands, spec.modality_patterns)
+    ras = info.orientation.ras_shape(info.shape_xyz)
+    tiling = spec.tiling.resolve(card.patch_px)
+    grid = patch_grid((ras[0], ras[1]), tiling)
+    context = int(card.params.get("context_slices", 0))
+    if info.name in names:
+        raise SpecError(f"{path}: another input is also named {info.name!r}; output groups are named by case")
+    fp = fingerprint(info.identity, list(info.modalities), card, spec, weights)
+    status = group_status(spec.output, info.name)
+    if status is not None and status == (fp, "complete") and not spec.overwrite:
+        return CasePlan(info.name, info, grid, ras[2], context, False, fp)
+    meta = {
+        "source": info.path,
+        "files": list(info.files),
+        "modalities": list(info.modalities),
+        "model": card.to_dict(),
+        "stitch": spec.stitch,
+        "patch_px": tiling.patch_px,
+        "overlap_px": tiling.overlap_px,
+        "version": __version__,
+    }
+    layout = VolumeLayout(info.name, info.shape_xyz, info.affine, info.voxel_mm, card.classes)
+    resumed = prepare_volume_group(spec.output, layout, fp, meta, overwrite=spec.overwrite)
+    pending = not (resumed and CASE_BLOCK in done_blocks(spec.output, info.name))
+    return CasePlan(info.name, info, grid, ras[2], context, pending, fp)
+
+
+def _finish_case(store: Path, plan: CasePlan) -> int:
+    """Driver, after the case's block: write its lesion table (kept in the marker for resumes)."""
+    stats = json.loads((Path(store) / ".geoseg" / plan.name / "done" / CASE_BLOCK).read_text())
+    write_table(store, plan.name, "lesions", {k: np.asarray(v) for k, v in stats["lesions"].items()})
+    return len(stats["lesions"]["lesion_id"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +321,7 @@ def release_workers() -> None:
 
 
 def _execute(
-    plans: list[ScenePlan],
+    plans: list[ScenePlan | CasePlan],
     spec: JobSpec,
     card: ModelCard,
     weights: str,
@@ -270,6 +336,9 @@ def _execute(
     report.device = ray.get(actors[0].describe.remote())  # what the actor really uses (a GPU node may lack CUDA)
     read = ray.remote(read_block).options(num_returns=2, **task_opts)
     stitch = ray.remote(stitch_write).options(**task_opts)
+    read_vol = ray.remote(read_case).options(**task_opts)
+    stitch_vol = ray.remote(stitch_write_case).options(**task_opts)
+    lesion_classes = tuple(range(1, card.n_classes))
     limit = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * workers + 2))
     store = str(spec.output)
     total = sum(p.pending_patches for p in plans)
@@ -297,6 +366,14 @@ def _execute(
 
     try:
         for plan in plans:
+            if isinstance(plan, CasePlan):
+                settle(wait_all=False)
+                patches_ref = read_vol.remote(plan.info, plan.grid, plan.context)
+                pred = actors[turn % workers].predict.remote(patches_ref, plan.name, labels_only)
+                turn += 1
+                ref = stitch_vol.remote(store, plan.info, plan.grid, spec.stitch, card.n_classes, lesion_classes, pred)
+                inflight[ref] = plan.name
+                continue
             deps = _dependencies(plan, spec.stitch)
             users: dict[int, int] = defaultdict(int)
             for d in deps.values():
@@ -355,7 +432,9 @@ def run_job(spec: JobSpec) -> JobReport:
     weights = _file_digest(model_spec.checkpoint or model_spec.file)
     report = JobReport()
     results: dict[str, SceneResult] = {}
-    plans: list[ScenePlan] = []
+    plans: list[ScenePlan | CasePlan] = []
+    volumes = card.normalisation.kind == "zscore_foreground"  # a volume model: inputs are MRI cases
+    planner = plan_case if volumes else plan_scene
     out = Path(spec.output)
     if out.exists() and not out.is_dir():
         raise StoreError(f"{out}: exists and is not a Zarr store folder; choose another --output")
@@ -363,15 +442,15 @@ def run_job(spec: JobSpec) -> JobReport:
         res = SceneResult(path=str(path))
         report.scenes.append(res)
         try:
-            plan = plan_scene(Path(path), card, spec, weights, {p.name for p in plans})
+            plan = planner(Path(path), card, spec, weights, {p.name for p in plans})
         except GeosegError as e:
             if spec.on_error == "fail":
                 raise
             res.status, res.error = "failed", str(e)
             continue
         res.name = plan.name
-        res.grid_patches = len(plan.grid)
-        res.blocks_total = len(plan.blocks)
+        res.grid_patches = plan.total_patches if isinstance(plan, CasePlan) else len(plan.grid)
+        res.blocks_total = 1 if isinstance(plan, CasePlan) else len(plan.blocks)
         res.patches_needed = plan.pending_patches
         results[plan.name] = res
         plans.append(plan)
@@ -384,15 +463,15 @@ def run_job(spec: JobSpec) -> JobReport:
         if res.status == "failed" and res.error:
             continue
         done = done_blocks(spec.output, plan.name)
-        missing = [b.name for b in plan.blocks if b.name not in done]
+        names = [CASE_BLOCK] if isinstance(plan, CasePlan) else [b.name for b in plan.blocks]
+        missing = [b for b in names if b not in done]
         if missing:
             res.status, res.error = "failed", f"{len(missing)} blocks unfinished (e.g. {missing[0]}); rerun to resume"
             continue
-        complete_group(
-            spec.output,
-            plan.name,
-            {"grid_patches": len(plan.grid), "patches_forwarded": res.patches_forwarded, "blocks": len(plan.blocks)},
-        )
+        extra: dict[str, Any] = {"grid_patches": res.grid_patches, "patches_forwarded": res.patches_forwarded, "blocks": len(names)}
+        if isinstance(plan, CasePlan):
+            extra["lesions"] = _finish_case(spec.output, plan)
+        complete_group(spec.output, plan.name, extra)
         res.status = "complete"
     if any(r.status == "complete" for r in results.values()):
         with warnings.catch_warnings():

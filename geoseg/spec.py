@@ -77,6 +77,9 @@ class JobSpec(_Frozen):
     max_blocks_in_flight: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
     progress: bool = True
+    modality_patterns: dict[str, tuple[str, ...]] | None = Field(
+        default=None, description="MRI: filename globs per modality, e.g. {flair: ['*FLAIR*']}"
+    )
 
     @field_validator("inputs", mode="before")
     @classmethod

@@ -28,6 +28,8 @@ from nibabel.orientations import inv_ornt_aff, io_orientation, ornt2axcodes
 from geoseg.errors import InputError
 
 __all__ = [
+    "normalise_case",
+    "slice_stack",
     "Orientation",
     "check_affine",
     "orientation_of",
@@ -283,3 +285,60 @@ def zscore_foreground(vol: np.ndarray, mask: np.ndarray, path: str | None = None
             )
         out[c][m] = ((fg - fg.mean()) / fg.std()).astype(np.float32)
     return out[0] if arr.ndim == 3 else out
+
+
+def normalise_case(vol: np.ndarray, path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Z-score a case's modalities over their shared foreground.
+
+    Args:
+        vol: (C, X, Y, Z) voxels of one case, any real dtype, any orientation.
+        path: named in error messages.
+
+    Returns:
+        ``(image, mask)``: (C, X, Y, Z) float32, each channel ``(x - mean) / std`` over the
+        foreground and 0 elsewhere; and the (X, Y, Z) bool foreground, the union of
+        :func:`~geoseg.volume.foreground_mask` over the channels.
+
+    >>> v = np.zeros((2, 4, 4, 4), np.float32); v[:, 1:3, 1:3, 1:3] = [[[[1.0, 3.0]]], [[[5.0, 9.0]]]]
+    >>> image, mask = normalise_case(v)
+    >>> int(mask.sum()), sorted(set(np.round(image[1][mask], 3).tolist()))
+    (8, [-1.0, 1.0])
+    """
+    arr = np.asarray(vol)
+    if arr.ndim != 4:
+        raise InputError(
+            f"{path or 'volume'}: shape {arr.shape} is not (C, X, Y, Z); stack the modalities first"
+        )
+    mask = np.zeros(arr.shape[1:], bool)
+    for c in range(arr.shape[0]):
+        mask |= foreground_mask(arr[c], path)
+    return zscore_foreground(arr, mask, path), mask
+
+
+def slice_stack(vol_ras: np.ndarray, k: int, context: int) -> np.ndarray:
+    """The model input of axial slice ``k``: (C * (2 * context + 1), X, Y), same dtype.
+
+    ``vol_ras`` is a normalised (C, X, Y, Z) volume in RAS voxel order. Channels are grouped
+    by modality, then slice: ``[mod0 k-c, ..., mod0 k, ..., mod0 k+c, mod1 k-c, ..., mod1 k+c,
+    ...]``; slice indices outside ``[0, Z)`` are clamped to the end slices. With
+    ``context == 0`` it is ``vol_ras[:, :, :, k]``.
+
+    >>> v = np.arange(2 * 1 * 1 * 3).reshape(2, 1, 1, 3)  # mod0 slices 0,1,2; mod1 slices 3,4,5
+    >>> slice_stack(v, 0, 1)[:, 0, 0].tolist()
+    [0, 0, 1, 3, 3, 4]
+    >>> slice_stack(v, 2, 0)[:, 0, 0].tolist()
+    [2, 5]
+    """
+    if vol_ras.ndim != 4:
+        raise InputError(f"slice_stack: volume of shape {vol_ras.shape} is not (C, X, Y, Z)")
+    n_z = vol_ras.shape[3]
+    if not 0 <= k < n_z:
+        raise InputError(f"slice_stack: slice {k} is outside 0..{n_z - 1}")
+    if context < 0:
+        raise InputError(f"slice_stack: context {context} is negative; use 0 or more neighbour slices")
+    if context == 0:
+        return vol_ras[:, :, :, k]
+    idx = np.clip(np.arange(k - context, k + context + 1), 0, n_z - 1)
+    picked = vol_ras[:, :, :, idx]  # (C, X, Y, 2c+1)
+    c, x, y, s = picked.shape
+    return np.ascontiguousarray(picked.transpose(0, 3, 1, 2)).reshape(c * s, x, y)

@@ -131,6 +131,28 @@ def group_status(store: str | os.PathLike[str], name: str) -> tuple[str, str] | 
     return str(attrs.get("fingerprint", "")), str(attrs.get("status", ""))
 
 
+def _claim(root: Path, name: str, fingerprint: str, overwrite: bool) -> zarr.Group | None:
+    """The store's root group to create ``name`` in, or None where a group of this fingerprint
+    exists already (a resumed run keeps its arrays and markers). A group of another fingerprint
+    is refused unless ``overwrite``, then removed with its markers."""
+    existing = group_status(root, name)
+    if existing is not None and not overwrite:
+        if existing[0] == fingerprint:
+            return None
+        raise StoreError(
+            f"{root}: group {name!r} was written by a different job (fingerprint "
+            f"{existing[0][:12]} != {fingerprint[:12]}: other input, model or settings); "
+            f"write to a new store or pass --overwrite"
+        )
+    if existing is not None:
+        shutil.rmtree(root / name)
+        shutil.rmtree(_done_dir(root, name), ignore_errors=True)
+    try:
+        return zarr.open_group(str(root), mode="a", zarr_format=3)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{root}: cannot create a Zarr store there ({e}); choose a writable path") from None
+
+
 def prepare_group(
     store: str | os.PathLike[str],
     layout: SceneLayout,
@@ -145,22 +167,9 @@ def prepare_group(
     unless ``overwrite``.
     """
     root = Path(store)
-    existing = group_status(root, layout.name)
-    if existing is not None and not overwrite:
-        if existing[0] == fingerprint:
-            return True
-        raise StoreError(
-            f"{root}: group {layout.name!r} was written by a different job (fingerprint "
-            f"{existing[0][:12]} != {fingerprint[:12]}: other input, model or settings); "
-            f"write to a new store or pass --overwrite"
-        )
-    if existing is not None:
-        shutil.rmtree(root / layout.name)
-        shutil.rmtree(_done_dir(root, layout.name), ignore_errors=True)
-    try:
-        top = zarr.open_group(str(root), mode="a", zarr_format=3)
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{root}: cannot create a Zarr store there ({e}); choose a writable path") from None
+    top = _claim(root, layout.name, fingerprint, overwrite)
+    if top is None:
+        return True
     geo, cf = _geo_attrs(layout)
     g = top.create_group(layout.name, overwrite=True)
     h, w = layout.shape_yx
@@ -202,6 +211,94 @@ def prepare_group(
     g.attrs.update({**geo, "geoseg": {"fingerprint": fingerprint, "status": "running", **meta}})
     _done_dir(root, layout.name).mkdir(parents=True, exist_ok=True)
     return False
+
+
+class VolumeLayout:
+    """Shape and geometry of one volume's output group, in the file's voxel order (plain values)."""
+
+    def __init__(
+        self,
+        name: str,
+        shape_xyz: tuple[int, int, int],
+        affine: tuple[tuple[float, ...], ...],
+        voxel_mm: tuple[float, float, float],
+        classes: Sequence[str],
+    ) -> None:
+        self.name = name
+        self.shape_xyz = shape_xyz
+        self.affine = tuple(tuple(float(v) for v in row) for row in affine)
+        self.voxel_mm = tuple(float(v) for v in voxel_mm)
+        self.classes = tuple(classes)
+
+
+def prepare_volume_group(
+    store: str | os.PathLike[str],
+    layout: VolumeLayout,
+    fingerprint: str,
+    meta: Mapping[str, Any],
+    overwrite: bool = False,
+) -> bool:
+    """Create one case's group: ``mask`` and ``lesion_id`` on the file's voxel grid (i, j, k),
+    the 4x4 affine, and OME-Zarr 0.5 style ``multiscales`` giving the voxel size in mm."""
+    root = Path(store)
+    top = _claim(root, layout.name, fingerprint, overwrite)
+    if top is None:
+        return True
+    g = top.create_group(layout.name, overwrite=True)
+    chunks = tuple(min(n, 128) for n in layout.shape_xyz)
+    dims = ("i", "j", "k")
+    mask = g.create_array("mask", shape=layout.shape_xyz, chunks=chunks, dtype="uint8", fill_value=0, dimension_names=dims)
+    mask.attrs.update(
+        {
+            "flag_values": list(range(len(layout.classes))),
+            "flag_meanings": " ".join(c.replace(" ", "_") for c in layout.classes),
+            "long_name": "class index",
+        }
+    )
+    ids = g.create_array("lesion_id", shape=layout.shape_xyz, chunks=chunks, dtype="uint32", fill_value=0, dimension_names=dims)
+    ids.attrs["long_name"] = "lesion id (3-D connected component of the tumour classes), 0 = none"
+    axes = [{"name": d, "type": "space", "unit": "millimeter"} for d in dims]
+    scale = [{"type": "scale", "scale": list(layout.voxel_mm)}]
+    g.attrs.update(
+        {
+            "ome": {
+                "version": "0.5",
+                "multiscales": [{"name": layout.name, "axes": axes, "datasets": [{"path": "mask", "coordinateTransformations": scale}]}],
+            },
+            "affine": [list(row) for row in layout.affine],
+            "voxel_mm": list(layout.voxel_mm),
+            "geoseg": {"fingerprint": fingerprint, "status": "running", **meta},
+        }
+    )
+    _done_dir(root, layout.name).mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def write_volume(store: str | os.PathLike[str], name: str, mask: np.ndarray, lesion_ids: np.ndarray) -> None:
+    """Write a whole case (one task per case: the only writer of its chunks)."""
+    g = zarr.open_group(str(store), path=name, mode="r+", zarr_format=3)
+    g["mask"][...] = mask
+    g["lesion_id"][...] = lesion_ids
+
+
+def write_table(store: str | os.PathLike[str], name: str, table_name: str, columns: Mapping[str, np.ndarray]) -> None:
+    """Driver only, at finish: a table as 1-D arrays sharing one dimension, e.g. ``<case>/lesions``."""
+    g = zarr.open_group(str(store), path=name, mode="r+", zarr_format=3)
+    t = g.create_group(table_name, overwrite=True)
+    t.attrs["columns"] = list(columns)
+    for col, values in columns.items():
+        values = np.asarray(values)
+        arr = t.create_array(col, shape=values.shape, chunks=(max(1, len(values)),), dtype=values.dtype, dimension_names=(table_name,))
+        if len(values):
+            arr[:] = values
+
+
+def read_table(store: str | os.PathLike[str], name: str, table_name: str) -> dict[str, np.ndarray]:
+    g = open_group(store, name)
+    if table_name not in g:
+        raise StoreError(f"{store}: group {name!r} has no table {table_name!r}")
+    t = g[table_name]
+    return {c: t[c][:] for c in t.attrs.get("columns") or sorted(t.array_keys())}
 
 
 def write_block(
