@@ -99,13 +99,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from geoseg.sinks import export_cog  # noqa: PLC0415
+    from geoseg.sinks import export_cog, export_nifti, export_table  # noqa: PLC0415
 
     if args.format == "cog":
-        out = export_cog(args.store, args.name, args.out, array=args.array)
-        print(f"wrote {out}")
-        return 0
-    raise SpecError(f"export format {args.format!r} is not supported: use cog")
+        out = export_cog(args.store, args.name, args.out, array=args.array or "mask")
+    elif args.format == "nifti":
+        out = export_nifti(args.store, args.name, args.out, array=args.array or "mask")
+    else:
+        out = export_table(args.store, args.name, args.array or "lesions", args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from geoseg.train import load_train_spec, train  # noqa: PLC0415
+
+    result = train(load_train_spec(args.spec))
+    print(f"best epoch {result.best_epoch} of {result.epochs}: mean validation Dice {result.best_mean_dice:.4f}")
+    print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -142,17 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a scene group to another format", description="Export a finished scene to a file.")
     e.add_argument("store", type=Path, help="Zarr store written by geoseg run")
     e.add_argument("--name", required=True, help="scene group name (the input's file stem)")
-    e.add_argument("--format", default="cog", choices=["cog"], help="output format (default cog)")
-    e.add_argument("--array", default="mask", choices=["mask", "probs"], help="which array (default mask)")
+    e.add_argument(
+        "--format", default="cog", choices=["cog", "nifti", "table"],
+        help="cog: a raster scene as Cloud-Optimised GeoTIFF; nifti: an MRI case on its input grid; "
+        "table: the lesion table as .csv or .parquet (by --out's suffix)",
+    )  # fmt: skip
+    e.add_argument("--array", help="which array: mask (default), probs, lesion_id; or table name for --format table")
     e.add_argument("--out", required=True, type=Path, help="output file")
     m = sub.add_parser("models", help="list models, or show one model card", description="List registered models.")
     m.add_argument("name", nargs="?", help="show this model's card")
+    t = sub.add_parser("train", help="train a segmentation model from a YAML spec", description="Train a model (resumable).")
+    t.add_argument("spec", type=Path, help="training spec, e.g. jobs/train_mri_tumour.yaml")
     x = sub.add_parser("example", help="write a generated example scene and job spec", description="Write scene.tif and job.yaml.")
     x.add_argument("folder", type=Path, nargs="?", default=Path("example"), help="where (default ./example)")
     return parser
 
 
-_COMMANDS = {"run": _cmd_run, "export": _cmd_export, "models": _cmd_models, "example": _cmd_example}
+_COMMANDS = {
+    "run": _cmd_run,
+    "export": _cmd_export,
+    "models": _cmd_models,
+    "example": _cmd_example,
+    "train": _cmd_train,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from geoseg.sinks._cog import export_cog
 from geoseg.sinks._nifti import export_nifti
+from geoseg.sinks._table import export_table
 from geoseg.sinks._zarr import (
     SceneLayout,
     complete_group,
@@ -21,6 +22,7 @@ from geoseg.sinks._zarr import (
 __all__ = [
     "export_cog",
     "export_nifti",
+    "export_table",
     "SceneLayout",
     "prepare_group",
     "write_block",

@@ -1,0 +1,32 @@
+"""Export a table of a group (e.g. a case's lesions) to CSV or Parquet."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from geoseg.errors import StoreError
+from geoseg.sinks._zarr import read_table
+
+__all__ = ["export_table"]
+
+
+def export_table(store: str | os.PathLike[str], name: str, table: str, out: str | os.PathLike[str]) -> Path:
+    """Write ``<store>/<name>/<table>`` to ``out``: Parquet for ``.parquet``, else CSV."""
+    columns = read_table(store, name, table)
+    out = Path(out)
+    try:
+        if out.suffix == ".parquet":
+            import pyarrow as pa  # noqa: PLC0415
+            import pyarrow.parquet as pq  # noqa: PLC0415
+
+            pq.write_table(pa.table(columns), out)
+        else:
+            with out.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(columns)
+                w.writerows(zip(*(c.tolist() for c in columns.values()), strict=True))
+    except OSError as e:
+        raise StoreError(f"{out}: cannot write the table ({e.strerror}); check the folder exists") from None
+    return out
