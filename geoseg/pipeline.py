@@ -110,6 +110,7 @@ class SceneResult:
 class JobReport:
     scenes: list[SceneResult] = field(default_factory=list)
     seconds: float = 0.0
+    run_seconds: float = 0.0
     workers: int = 0
     device: str = ""
 
@@ -131,11 +132,11 @@ class JobReport:
                 )
             else:
                 lines.append(f"{s.path}: {s.status}: {s.error}")
-        rate = self.patches_forwarded / self.seconds if self.seconds else 0.0
+        rate = self.patches_forwarded / self.run_seconds if self.run_seconds else 0.0
         lines.append(
             f"{sum(s.status == 'complete' for s in self.scenes)}/{len(self.scenes)} inputs complete, "
-            f"{self.patches_forwarded} patches in {self.seconds:.1f} s ({rate:.1f} patches/s) "
-            f"on {self.workers} {self.device} worker(s)"
+            f"{self.patches_forwarded} patches in {self.seconds:.1f} s wall (Ray start and model load "
+            f"included), {rate:.1f} patches/s while running, on {self.workers} {self.device} worker(s)"
         )
         return "\n".join(lines)
 
@@ -334,6 +335,7 @@ def _execute(
     threads = spec.threads_per_worker or (None if device == "cuda" else max(1, node_cpus // workers))
     actors = _actor_pool(spec, actor_opts, workers, threads, weights)
     report.device = ray.get(actors[0].describe.remote())  # what the actor really uses (a GPU node may lack CUDA)
+    t_run = time.perf_counter()
     read = ray.remote(read_block).options(num_returns=2, **task_opts)
     stitch = ray.remote(stitch_write).options(**task_opts)
     read_vol = ray.remote(read_case).options(**task_opts)
@@ -411,6 +413,7 @@ def _execute(
         for counts in ray.get([a.take_counts.remote() for a in actors]):
             for scene, n in counts.items():
                 results[scene].patches_forwarded += n
+        report.run_seconds = time.perf_counter() - t_run
     except BaseException:
         release_workers()  # queued calls of a failed job must not linger in a reused pool
         raise
