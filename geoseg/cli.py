@@ -111,6 +111,40 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from geoseg.evaluate import evaluate_store  # noqa: PLC0415
+
+    label_map = None
+    if args.label_map in ("none", ""):
+        label_map = None
+    elif args.label_map == "brats":
+        from geoseg.train import BRATS_LABEL_MAP  # noqa: PLC0415
+
+        label_map = dict(BRATS_LABEL_MAP)
+    elif args.label_map:
+        label_map = {int(k): int(v) for k, v in yaml.safe_load(args.label_map).items()}
+    scores = evaluate_store(str(args.store), args.truth, label_map, args.name or None)
+    if not scores:
+        raise SpecError(f"{args.store}: holds no complete MRI case to evaluate")
+    print("| case | whole tumour | tumour core | enhancing | lesions found | missed | false pos. |")
+    print("|---|---|---|---|---|---|---|")
+    for s in scores:
+        d, n = s.dice, s.lesions
+        print(f"| {s.name} | {d['whole_tumour']:.4f} | {d['tumour_core']:.4f} | {d['enhancing']:.4f} | "
+              f"{n.detected} | {n.missed} | {n.false_positive} |")  # fmt: skip
+    if len(scores) > 1:
+        mean = {k: sum(s.dice[k] for s in scores) / len(scores) for k in scores[0].dice}
+        print(f"| mean | {mean['whole_tumour']:.4f} | {mean['tumour_core']:.4f} | {mean['enhancing']:.4f} | | | |")
+    if args.json:
+        args.json.write_text(json.dumps([{"case": s.name, "truth": s.truth, "dice": s.dice,
+                                          "lesions": vars(s.lesions)} for s in scores], indent=2))  # fmt: skip
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from geoseg.train import load_train_spec, train  # noqa: PLC0415
 
@@ -165,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="show this model's card")
     t = sub.add_parser("train", help="train a segmentation model from a YAML spec", description="Train a model (resumable).")
     t.add_argument("spec", type=Path, help="training spec, e.g. jobs/train_mri_tumour.yaml")
+    v = sub.add_parser(
+        "evaluate", help="score MRI masks in a store against ground truth (Dice, lesions)",
+        description="Dice of whole tumour, tumour core and enhancing tumour, and lesion-wise counts, "
+        "for every complete case of STORE against the truth file beside the case's inputs.",
+    )  # fmt: skip
+    v.add_argument("store", type=Path, help="Zarr store written by geoseg run")
+    v.add_argument("--truth", default="*OTMultiClass*", help="glob of the truth file in each case folder (default *OTMultiClass*)")
+    v.add_argument("--label-map", default="brats", help="'brats' (default), 'none', or YAML like '{0: 0, 2: 1, 1: 2, 3: 2, 4: 3}'")
+    v.add_argument("--name", action="append", help="only this case (repeatable)")
+    v.add_argument("--json", type=Path, help="also write the scores as JSON here")
     x = sub.add_parser("example", help="write a generated example scene and job spec", description="Write scene.tif and job.yaml.")
     x.add_argument("folder", type=Path, nargs="?", default=Path("example"), help="where (default ./example)")
     return parser
@@ -176,6 +220,7 @@ _COMMANDS = {
     "models": _cmd_models,
     "example": _cmd_example,
     "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
 }
 
 

@@ -17,7 +17,7 @@ from tests.conftest import water_scene, write_raster
 S2 = ["B02", "B03", "B04", "B08"]
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["export"], ["models"], ["example"]])
+@pytest.mark.parametrize("argv", [[], ["run"], ["export"], ["models"], ["example"], ["train"], ["evaluate"]])
 def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main([*argv, "--help"])
