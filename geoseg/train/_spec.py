@@ -1,0 +1,210 @@
+"""The training spec: YAML parsed once into a frozen :class:`TrainSpec`, errors naming the field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from geoseg.errors import SpecError
+
+__all__ = [
+    "BRATS_LABEL_MAP",
+    "TUMOUR_CLASSES",
+    "DataSection",
+    "ModelSection",
+    "AugmentSection",
+    "OptimSection",
+    "TrainSpec",
+    "load_train_spec",
+    "parse_train_spec",
+]
+
+BRATS_LABEL_MAP: dict[int, int] = {0: 0, 2: 1, 1: 2, 3: 2, 4: 3}
+"""BraTS labels (0 background, 1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing) -> our classes."""
+
+TUMOUR_CLASSES = ("background", "oedema", "non-enhancing+necrosis", "enhancing")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSection(_Frozen):
+    """Case folders (one 3-D NIfTI per modality plus a label file) for training and validation."""
+
+    kind: Literal["volumes"] = "volumes"
+    train: tuple[Path, ...] = Field(min_length=1, description="training case folders")
+    validation: tuple[Path, ...] = Field(min_length=1, description="validation case folders")
+    modalities: tuple[str, ...] = Field(default=("flair", "t1c"), min_length=1, description="channel order")
+    modality_patterns: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="extra filename globs per modality (see geoseg.sources)"
+    )
+    labels: str = Field(default="*OTMultiClass*", min_length=1, description="filename glob of the label file")
+    label_map: dict[int, int] = Field(default_factory=lambda: dict(BRATS_LABEL_MAP))
+    classes: tuple[str, ...] = Field(default=TUMOUR_CLASSES, min_length=2)
+
+    @field_validator("train", "validation", "modalities", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str | os.PathLike) else v
+
+    @model_validator(mode="after")
+    def _check_map(self) -> DataSection:
+        bad = sorted(v for v in self.label_map.values() if not 0 <= v < len(self.classes))
+        if bad:
+            raise ValueError(
+                f"label_map sends labels to classes {bad}, but there are {len(self.classes)} classes "
+                f"(0..{len(self.classes) - 1}); fix label_map or classes"
+            )
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities {list(self.modalities)} repeat a name; list each once")
+        return self
+
+
+class ModelSection(_Frozen):
+    """The network: a U-Net (geoseg.models.UNet) of ``len(modalities) * (2 * context_slices + 1)`` inputs."""
+
+    name: str = Field(default="mri-tumour", min_length=1)
+    architecture: Literal["unet"] = "unet"
+    base_channels: int = Field(default=16, ge=1)
+    depth: int = Field(default=4, ge=1, le=7)
+    context_slices: int = Field(default=0, ge=0, le=8, description="neighbour slices each side as channels")
+    description: str = ""
+    licence: str = ""
+
+
+class AugmentSection(_Frozen):
+    """Random augmentation of each training sample, done as one warp plus an intensity change."""
+
+    enabled: bool = True
+    flip_prob: float = Field(default=0.5, ge=0, le=1, description="per in-plane axis")
+    rot90_prob: float = Field(default=0.5, ge=0, le=1, description="chance of a random 90/180/270 turn")
+    rotate_deg: float = Field(default=15.0, ge=0, le=180, description="uniform small rotation, +-degrees")
+    scale: tuple[float, float] = Field(default=(0.85, 1.15), description="zoom range (log-uniform)")
+    elastic_px: float = Field(default=4.0, ge=0, description="std of the smooth elastic displacement, px")
+    elastic_grid: int = Field(default=5, ge=2, description="control points per axis of the elastic field")
+    intensity_scale: float = Field(default=0.1, ge=0, lt=1, description="foreground x * (1 + U(-s, s))")
+    intensity_shift: float = Field(default=0.1, ge=0, description="foreground x + U(-s, s) per channel")
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> AugmentSection:
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"scale {list(self.scale)} must be [low, high] with 0 < low <= high, e.g. [0.85, 1.15]"
+            )
+        return self
+
+
+class OptimSection(_Frozen):
+    """Optimisation: AdamW on cross-entropy + soft Dice, a one-cycle or cosine schedule."""
+
+    epochs: int = Field(default=20, ge=1)
+    samples_per_epoch: int = Field(default=1024, ge=1, description="training crops drawn per epoch")
+    batch_size: int = Field(default=16, ge=1)
+    crop_px: int = Field(default=128, ge=16, description="training crop edge; a multiple of 2**depth")
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    dice_weight: float = Field(default=1.0, ge=0, description="loss = cross-entropy + this * soft Dice")
+    tumour_fraction: float = Field(default=0.67, ge=0, le=1, description="share of tumour-slice samples")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads; default torch's")
+
+
+class TrainSpec(_Frozen):
+    """A whole training run. Relative paths are relative to the spec file (or the working directory)."""
+
+    data: DataSection
+    model: ModelSection = ModelSection()
+    patch_px: int = Field(default=256, ge=16, description="inference patch edge (validation and the card)")
+    augmentation: AugmentSection = AugmentSection()
+    optimisation: OptimSection = OptimSection()
+    output: Path = Field(description="folder for last.pt, best.pt and history.json")
+    resume: bool = Field(default=False, description="continue from output/last.pt")
+    seed: int = 0
+    val_batch_size: int = Field(default=8, ge=1)
+    val_overlap_px: int = Field(default=32, ge=0, description="patch overlap of validation inference")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> TrainSpec:
+        step = 2**self.model.depth
+        for name, px in (("optimisation.crop_px", self.optimisation.crop_px), ("patch_px", self.patch_px)):
+            if px % step:
+                raise ValueError(
+                    f"{name} {px} is not a multiple of {step} (2**model.depth); "
+                    f"use e.g. {max(step, px // step * step)}"
+                )
+        if self.val_overlap_px > self.patch_px // 2:
+            raise ValueError(
+                f"val_overlap_px {self.val_overlap_px} does not fit patch_px {self.patch_px}: "
+                f"use 0 to {self.patch_px // 2}"
+            )
+        return self
+
+
+def _rebase(spec: TrainSpec, base: Path) -> TrainSpec:
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    data = spec.data.model_copy(
+        update={
+            "train": tuple(map(fix, spec.data.train)),
+            "validation": tuple(map(fix, spec.data.validation)),
+        }
+    )
+    return spec.model_copy(update={"data": data, "output": fix(spec.output)})
+
+
+def _explain(err: ValidationError, source: str) -> SpecError:
+    first = err.errors()[0]
+    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "is not a known field"
+    elif first["type"] == "missing":
+        msg = "is required"
+    elif "input" in first and first["type"] != "value_error":
+        msg = f"{first['input']!r}: {msg}"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return SpecError(f"{source}: {where}: {msg}{more}; see jobs/train_mri_tumour.yaml for an example")
+
+
+def parse_train_spec(data: Any, source: str = "train spec", base: Path | None = None) -> TrainSpec:
+    """Validate a mapping into a :class:`TrainSpec`; relative paths are resolved against ``base``.
+
+    >>> data = {"data": {"train": ["a"], "validation": "b"}, "output": "runs/x"}
+    >>> parse_train_spec(data, base=Path("/w")).output
+    PosixPath('/w/runs/x')
+
+    Raises:
+        SpecError: one line naming the field, the value and the fix.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        spec = TrainSpec.model_validate(data)
+    except ValidationError as e:
+        raise _explain(e, source) from None
+    return _rebase(spec, base or Path.cwd())
+
+
+def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
+    """Read a YAML training spec; relative paths in it are relative to the file's folder.
+
+    Raises:
+        SpecError: the file is missing or not YAML, or a field is invalid.
+    """
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such training spec; check the path") from None
+    except IsADirectoryError:
+        raise SpecError(f"{p}: is a folder; give a YAML training spec file") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    return parse_train_spec(data, source=str(p), base=p.resolve().parent)
