@@ -38,7 +38,10 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="GPU autocast (default auto)")
     p.add_argument("--probs", action="store_true", default=None, dest="write_probs", help="also write class probabilities")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace groups written by another job")
+    p.add_argument(
+        "--overwrite", action="store_true", default=None,
+        help="recompute every input from scratch, replacing its existing group (also one of another job)",
+    )  # fmt: skip
     p.add_argument("--on-error", choices=["skip", "fail"], help="a bad input: report and go on (skip) or stop (fail)")
     p.add_argument("--address", dest="ray_address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="model parameter, e.g. threshold=0.1")
@@ -80,7 +83,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if tiling:
             data["tiling"] = {**data["tiling"], **tiling}
         if model:
-            data["model"] = {**data["model"], **model}
+            merged_params = {**data["model"].get("params", {}), **model.pop("params", {})}
+            data["model"] = {**data["model"], **model, "params": merged_params}
         spec = parse_spec(data, source=str(args.spec))
     else:
         missing = [f for f, ok in (("--input", args.inputs), ("--output", args.output), ("--model", model)) if not ok]
@@ -125,8 +129,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from geoseg.train import BRATS_LABEL_MAP  # noqa: PLC0415
 
         label_map = dict(BRATS_LABEL_MAP)
-    elif args.label_map:
-        label_map = {int(k): int(v) for k, v in yaml.safe_load(args.label_map).items()}
+    else:
+        try:
+            label_map = {int(k): int(v) for k, v in yaml.safe_load(args.label_map).items()}
+        except (AttributeError, TypeError, ValueError, yaml.YAMLError):
+            raise SpecError(
+                f"--label-map {args.label_map!r}: expected 'brats', 'none' or a mapping like '{{0: 0, 2: 1, 1: 2}}'"
+            ) from None
     scores = evaluate_store(str(args.store), args.truth, label_map, args.name or None)
     if not scores:
         raise SpecError(f"{args.store}: holds no complete MRI case to evaluate")
@@ -146,7 +155,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import logging  # noqa: PLC0415
+
     from geoseg.train import load_train_spec, train  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     result = train(load_train_spec(args.spec))
     print(f"best epoch {result.best_epoch} of {result.epochs}: mean validation Dice {result.best_mean_dice:.4f}")
@@ -179,7 +192,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="geoseg", description="Distributed batch segmentation of satellite scenes on Ray."
+        prog="geoseg", description="Distributed batch segmentation of satellite scenes and MRI volumes on Ray."
     )
     parser.add_argument("--version", action="version", version=f"geoseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")

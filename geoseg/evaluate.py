@@ -157,7 +157,10 @@ def evaluate_store(
 
     from geoseg.errors import SourceError, StoreError  # noqa: PLC0415
 
-    root = zarr.open_group(store, mode="r")
+    try:
+        root = zarr.open_group(store, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise StoreError(f"{store}: no Zarr store there; give the --output of a geoseg run") from None
     groups = names or sorted(root.group_keys())
     scores = []
     for name in groups:

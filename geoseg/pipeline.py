@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 import zarr
 from ray.exceptions import RayError, RayTaskError
 
@@ -61,6 +62,7 @@ class ScenePlan:
     blocks: tuple[Block, ...]
     pending: tuple[int, ...]
     fingerprint: str
+    complete: bool = False  # complete already, from an earlier run of the same job
 
     @property
     def pending_patches(self) -> int:
@@ -78,6 +80,7 @@ class CasePlan:
     context: int
     pending: bool
     fingerprint: str
+    complete: bool = False
 
     @property
     def pending_patches(self) -> int:
@@ -133,6 +136,9 @@ class JobReport:
             else:
                 lines.append(f"{s.path}: {s.status}: {s.error}")
         rate = self.patches_forwarded / self.run_seconds if self.run_seconds else 0.0
+        if not self.workers:
+            lines.append(f"{sum(s.status == 'complete' for s in self.scenes)}/{len(self.scenes)} inputs complete, nothing to run")
+            return "\n".join(lines)
         lines.append(
             f"{sum(s.status == 'complete' for s in self.scenes)}/{len(self.scenes)} inputs complete, "
             f"{self.patches_forwarded} patches in {self.seconds:.1f} s wall (Ray start and model load "
@@ -141,30 +147,33 @@ class JobReport:
         return "\n".join(lines)
 
 
-def _file_digest(path: Path | None) -> str:
-    if path is None:
-        return ""
+def model_digest(model: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer: the weights actually loaded, wherever they came from
+    (a checkpoint, a model file, or weights packaged with geoseg)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            h.update(piece)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def fingerprint(identity: str, bands: Any, card: ModelCard, spec: JobSpec, weights: str) -> str:
-    """Hash of everything that decides the output values (never workers or block size)."""
+def fingerprint(identity: str, bands: Any, card: ModelCard, spec: JobSpec, model_key: str, probs: bool) -> str:
+    """Hash of everything that decides the output values (never workers or block size).
+
+    ``model_key`` holds the weights' digest and how they run (``cpu-fp32`` or the GPU
+    precision), so a store is never resumed on hardware that computes other values.
+    """
     tiling = spec.tiling.resolve(card.patch_px)
     key = {
         "input": identity,
         "bands": bands,
         "model": card.to_dict(),
-        "weights": weights,
+        "weights": model_key,
         "params": spec.model.params,
         "patch_px": tiling.patch_px,
         "overlap_px": tiling.overlap_px,
         "stitch": spec.stitch,
-        "probs": spec.write_probs,
-        "precision": spec.precision,
+        "probs": probs,
         "geoseg": __version__.rsplit(".", 1)[0],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
@@ -181,11 +190,11 @@ def plan_scene(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: 
     name = info.stem
     if name in names:
         raise SpecError(f"{path}: another input is also named {name!r}; output groups are named by file stem")
-    fp = fingerprint(info.identity, bands, card, spec, weights)
+    fp = fingerprint(info.identity, bands, card, spec, weights, spec.write_probs)
     layout = SceneLayout(name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs)
     status = group_status(spec.output, name)
     if status is not None and status == (fp, "complete") and not spec.overwrite:
-        return ScenePlan(name, info, bands, grid, blks, (), fp)
+        return ScenePlan(name, info, bands, grid, blks, (), fp, complete=True)
     meta = {
         "source": info.path,
         "model": card.to_dict(),
@@ -210,10 +219,10 @@ def plan_case(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: s
     context = int(card.params.get("context_slices", 0))
     if info.name in names:
         raise SpecError(f"{path}: another input is also named {info.name!r}; output groups are named by case")
-    fp = fingerprint(info.identity, list(info.modalities), card, spec, weights)
+    fp = fingerprint(info.identity, list(info.modalities), card, spec, weights, False)
     status = group_status(spec.output, info.name)
     if status is not None and status == (fp, "complete") and not spec.overwrite:
-        return CasePlan(info.name, info, grid, ras[2], context, False, fp)
+        return CasePlan(info.name, info, grid, ras[2], context, False, fp, complete=True)
     meta = {
         "source": info.path,
         "files": list(info.files),
@@ -233,7 +242,8 @@ def plan_case(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: s
 def _finish_case(store: Path, plan: CasePlan) -> int:
     """Driver, after the case's block: write its lesion table (kept in the marker for resumes)."""
     stats = json.loads((Path(store) / ".geoseg" / plan.name / "done" / CASE_BLOCK).read_text())
-    write_table(store, plan.name, "lesions", {k: np.asarray(v) for k, v in stats["lesions"].items()})
+    dtypes = {"lesion_id": np.uint32, "voxels": np.int64}
+    write_table(store, plan.name, "lesions", {k: np.asarray(v, dtypes.get(k, np.float64)) for k, v in stats["lesions"].items()})
     return len(stats["lesions"]["lesion_id"])
 
 
@@ -248,6 +258,12 @@ def _ray_options(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any], int, st
     if spec.device == "cuda" and gpus == 0:
         raise SpecError("device: cuda, but the Ray cluster has no GPU; use device: auto or cpu")
     workers = spec.workers or (gpus if use_gpu else 1)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if workers * spec.cpus_per_worker > cpus - 1:
+        raise SpecError(
+            f"workers: {workers} actors x {spec.cpus_per_worker} CPUs leave fewer than 1 of the cluster's "
+            f"{cpus:g} CPUs for read and write tasks, so nothing would run; use fewer workers or a smaller cpus_per_worker"
+        )
     actor: dict[str, Any] = {"max_restarts": 2, "max_task_retries": 2}
     if use_gpu:
         actor.update(num_gpus=1, num_cpus=spec.cpus_per_worker)
@@ -431,8 +447,12 @@ def run_job(spec: JobSpec) -> JobReport:
     """Run every input of ``spec``; bad inputs are reported (or raise, with ``on_error: fail``)."""
     t0 = time.perf_counter()
     model_spec = spec.model.to_model_spec()
-    _, card = load_model(model_spec)  # fails here, once, on a bad model: before any output exists
-    weights = _file_digest(model_spec.checkpoint or model_spec.file)
+    model, card = load_model(model_spec)  # fails here, once, on a bad model: before any output exists
+    spec.tiling.resolve(card.patch_px)  # a tiling that does not fit the patch fails the spec, once
+    init_ray(spec.ray_address)
+    _, _, _, kind = _ray_options(spec)
+    weights = f"{model_digest(model)}:{'cpu-fp32' if kind == 'cpu' else 'gpu-' + spec.precision}"
+    del model
     report = JobReport()
     results: dict[str, SceneResult] = {}
     plans: list[ScenePlan | CasePlan] = []
@@ -459,10 +479,12 @@ def run_job(spec: JobSpec) -> JobReport:
         plans.append(plan)
     todo = [p for p in plans if p.pending]
     if todo:
-        init_ray(spec.ray_address)
         _execute(todo, spec, card, weights, results, report)
     for plan in plans:
         res = results[plan.name]
+        if plan.complete:
+            res.status = "complete"  # nothing to do: its blocks may be of another block size
+            continue
         if res.status == "failed" and res.error:
             continue
         done = done_blocks(spec.output, plan.name)

@@ -117,9 +117,11 @@ def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
 def _explain(err: ValidationError, source: str) -> SpecError:
     first = err.errors()[0]
     where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        known = ", ".join(sorted(JobSpec.model_fields))
+        section = {"model": ModelSection, "tiling": TilingSection}.get(str(first["loc"][0]), JobSpec)
+        owner = section if len(first["loc"]) > 1 else JobSpec
+        known = ", ".join(sorted(owner.model_fields))
         msg = f"is not a known field (fields: {known})"
     elif first["type"] == "missing":
         msg = "is required"

@@ -30,6 +30,8 @@ def export_cog(store: str | os.PathLike[str], name: str, out: str | os.PathLike[
         raise StoreError(f"{store}: group {name!r} is not complete (status {meta.get('status')!r}); rerun the job first")
     if array not in g:
         raise StoreError(f"{store}: group {name!r} has no array {array!r} (has {sorted(g.array_keys())})")
+    if "spatial:transform" not in g.attrs:
+        raise StoreError(f"{store}: group {name!r} is an MRI case, not a raster scene; export it with --format nifti")
     arr = g[array]
     transform = Affine(*g.attrs["spatial:transform"])
     wkt = g.attrs.get("proj:wkt2")
@@ -38,6 +40,8 @@ def export_cog(store: str | os.PathLike[str], name: str, out: str | os.PathLike[
     h, w = arr.shape[-2:]
     step = arr.chunks[-2]
     out = Path(out)
+    if not out.parent.is_dir():
+        raise StoreError(f"{out}: folder {out.parent} does not exist; create it or choose another --out")
     profile = {
         "driver": "GTiff",
         "width": w,

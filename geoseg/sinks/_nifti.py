@@ -43,6 +43,8 @@ def export_nifti(store: str | os.PathLike[str], name: str, out: str | os.PathLik
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
     out = Path(out)
+    if not out.parent.is_dir():
+        raise StoreError(f"{out}: folder {out.parent} does not exist; create it or choose another --out")
     try:
         nib.save(img, out)
     except OSError as e:
