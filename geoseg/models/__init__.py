@@ -21,6 +21,7 @@ from ._registry import (
     register_model,
 )
 from ._unet import UNet
+from . import _mri  # noqa: F401,E402  registers the built-in "mri-tumour" model
 
 __all__ = [
     "BAND_ALIASES",

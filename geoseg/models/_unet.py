@@ -12,7 +12,7 @@ from ._params import card_params
 
 __all__ = ["UNet", "UNET_CARD", "build_unet"]
 
-UNET_DEFAULTS = {"base_channels": 32, "depth": 4}
+UNET_DEFAULTS = {"base_channels": 32, "depth": 4, "context_slices": 0}
 
 UNET_CARD = ModelCard(
     name="unet",
@@ -86,6 +86,10 @@ class UNet(nn.Module):
 
 
 def build_unet(card: ModelCard) -> UNet:
-    """A randomly initialised U-Net: ``len(card.bands)`` in, ``len(card.classes)`` out."""
+    """A randomly initialised U-Net: ``len(card.bands) * (2 * context_slices + 1)`` channels in
+    (volume models may take neighbouring slices as extra channels), ``len(card.classes)`` out."""
     params = card_params(card, UNET_DEFAULTS)
-    return UNet(len(card.bands), len(card.classes), params["base_channels"], params["depth"])
+    context = params["context_slices"]
+    if context < 0:
+        raise ModelError(f"unet card {card.name!r}: context_slices {context} is negative; use 0 or more")
+    return UNet(len(card.bands) * (2 * context + 1), len(card.classes), params["base_channels"], params["depth"])

@@ -1,12 +1,13 @@
-"""Cases as the model sees them: normalised, in RAS, cut into axial slice stacks. numpy only.
+"""Labelled cases as the model sees them: normalised, in RAS, with class labels.
 
-The representation shared by training, validation and geoseg's volume inference:
+The representation shared by training, validation and geoseg's volume inference, defined
+once in :mod:`geoseg.volume` and re-exported here:
 
-1. :func:`normalise_case`: the foreground is the union of each modality's
+1. :func:`~geoseg.volume.normalise_case`: the foreground is the union of each modality's
    :func:`~geoseg.volume.foreground_mask`; every modality is z-scored over it
    (:func:`~geoseg.volume.zscore_foreground`), background exactly 0.
 2. ``orientation.to_ras``: voxel axes to (R, A, S), so axial slice ``k`` is ``vol[..., k]``.
-3. :func:`slice_stack`: the model input for slice ``k``, (C * (2c + 1), X, Y) with the RAS
+3. :func:`~geoseg.volume.slice_stack`: the input of slice ``k``, (C * (2c + 1), X, Y), the RAS
    X (R) axis as image rows and Y (A) as columns.
 """
 
@@ -21,68 +22,11 @@ import numpy as np
 
 from geoseg.errors import InputError, SourceError
 from geoseg.sources import CaseInfo, load_case, open_case
-from geoseg.volume import Orientation, foreground_mask, zscore_foreground
+from geoseg.volume import Orientation, normalise_case, slice_stack
 
 from ._spec import DataSection
 
 __all__ = ["LabelledCase", "normalise_case", "slice_stack", "load_labelled_case", "map_labels"]
-
-
-def normalise_case(vol: np.ndarray, path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Z-score a case's modalities over their shared foreground.
-
-    Args:
-        vol: (C, X, Y, Z) voxels of one case, any real dtype, any orientation.
-        path: named in error messages.
-
-    Returns:
-        ``(image, mask)``: (C, X, Y, Z) float32, each channel ``(x - mean) / std`` over the
-        foreground and 0 elsewhere; and the (X, Y, Z) bool foreground, the union of
-        :func:`~geoseg.volume.foreground_mask` over the channels.
-
-    >>> v = np.zeros((2, 4, 4, 4), np.float32); v[:, 1:3, 1:3, 1:3] = [[[[1.0, 3.0]]], [[[5.0, 9.0]]]]
-    >>> image, mask = normalise_case(v)
-    >>> int(mask.sum()), sorted(set(np.round(image[1][mask], 3).tolist()))
-    (8, [-1.0, 1.0])
-    """
-    arr = np.asarray(vol)
-    if arr.ndim != 4:
-        raise InputError(
-            f"{path or 'volume'}: shape {arr.shape} is not (C, X, Y, Z); stack the modalities first"
-        )
-    mask = np.zeros(arr.shape[1:], bool)
-    for c in range(arr.shape[0]):
-        mask |= foreground_mask(arr[c], path)
-    return zscore_foreground(arr, mask, path), mask
-
-
-def slice_stack(vol_ras: np.ndarray, k: int, context: int) -> np.ndarray:
-    """The model input of axial slice ``k``: (C * (2 * context + 1), X, Y), same dtype.
-
-    ``vol_ras`` is a normalised (C, X, Y, Z) volume in RAS voxel order. Channels are grouped
-    by modality, then slice: ``[mod0 k-c, ..., mod0 k, ..., mod0 k+c, mod1 k-c, ..., mod1 k+c,
-    ...]``; slice indices outside ``[0, Z)`` are clamped to the end slices. With
-    ``context == 0`` it is ``vol_ras[:, :, :, k]``.
-
-    >>> v = np.arange(2 * 1 * 1 * 3).reshape(2, 1, 1, 3)  # mod0 slices 0,1,2; mod1 slices 3,4,5
-    >>> slice_stack(v, 0, 1)[:, 0, 0].tolist()
-    [0, 0, 1, 3, 3, 4]
-    >>> slice_stack(v, 2, 0)[:, 0, 0].tolist()
-    [2, 5]
-    """
-    if vol_ras.ndim != 4:
-        raise InputError(f"slice_stack: volume of shape {vol_ras.shape} is not (C, X, Y, Z)")
-    n_z = vol_ras.shape[3]
-    if not 0 <= k < n_z:
-        raise InputError(f"slice_stack: slice {k} is outside 0..{n_z - 1}")
-    if context < 0:
-        raise InputError(f"slice_stack: context {context} is negative; use 0 or more neighbour slices")
-    if context == 0:
-        return vol_ras[:, :, :, k]
-    idx = np.clip(np.arange(k - context, k + context + 1), 0, n_z - 1)
-    picked = vol_ras[:, :, :, idx]  # (C, X, Y, 2c+1)
-    c, x, y, s = picked.shape
-    return np.ascontiguousarray(picked.transpose(0, 3, 1, 2)).reshape(c * s, x, y)
 
 
 def map_labels(labels: np.ndarray, label_map: dict[int, int], path: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch import nn
 from geoseg.errors import ModelError, SpecError
 from geoseg.evaluate import brats_regions, dice
 from geoseg.grid import Tiling
-from geoseg.models import ModelCard, Normalisation, UNet, save_checkpoint
+from geoseg.models import ModelCard, Normalisation, UNet, build_model, save_checkpoint
 
 from ._data import LabelledCase, load_labelled_case
 from ._infer import predict_volume
@@ -182,6 +182,7 @@ def train(spec: TrainSpec) -> TrainResult:
     torch.manual_seed(spec.seed)
     in_channels = len(spec.data.modalities) * (2 * context + 1)
     model = UNet(in_channels, n_classes, spec.model.base_channels, spec.model.depth)
+    _check_loadable(card, model)
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     steps = math.ceil(o.samples_per_epoch / o.batch_size)
     sched = _scheduler(opt, spec, steps * o.epochs)
@@ -273,6 +274,24 @@ def train(spec: TrainSpec) -> TrainResult:
         best_dice=best["dice"],
         history=tuple(history),
     )
+
+
+def _check_loadable(card: ModelCard, model: nn.Module) -> None:
+    """Refuse to train a model whose checkpoints :func:`geoseg.models.load_model` could not rebuild."""
+    try:
+        built = build_model(card)
+    except ModelError as e:
+        raise SpecError(
+            f"model: geoseg cannot build the trained model back from its card ({e}); "
+            "use context_slices: 0 with this version of geoseg"
+        ) from None
+    got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if got != want:
+        raise SpecError(
+            f"model: the card {dict(card.params)} with bands {list(card.bands)} builds a different network "
+            "than the one trained; use context_slices: 0 with this version of geoseg"
+        )
 
 
 def _plain(state: dict[str, Any]) -> dict[str, Any]:

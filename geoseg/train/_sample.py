@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoseg.errors import InputError
+
 from ._data import LabelledCase, slice_stack
 from ._spec import AugmentSection
 
@@ -32,7 +34,9 @@ class SliceIndex:
         self.brain = [np.flatnonzero(c.mask.any(axis=(0, 1))) for c in self.cases]
         for c, b in zip(self.cases, self.brain, strict=True):
             if b.size == 0:
-                raise ValueError(f"case {c.name}: the foreground is empty; check the images")
+                raise InputError(
+                    f"case {c.name}: the foreground is empty (all voxels background); check the images"
+                )
 
     def draw(self, rng: np.random.Generator, tumour_fraction: float) -> tuple[int, int, tuple[int, int]]:
         """``(case index, slice index, centre (x, y))``: a tumour slice with chance ``tumour_fraction``
