@@ -142,17 +142,22 @@ def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> Job
     return _rebase(spec, base or Path.cwd(), source)
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML of ``path``; a missing file, a folder or bad syntax raise SpecError."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such {what} file; check the path") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder; give a YAML {what} file") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+
+
 def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> JobSpec:
     """Read a YAML job spec; relative paths in it are relative to the file's folder."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such spec file; check the path") from None
-    except IsADirectoryError:
-        raise SpecError(f"{p}: is a folder; give a YAML job spec file") from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+    data = read_yaml(p, "spec")
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_spec(data, source=str(p), base=p.resolve().parent)

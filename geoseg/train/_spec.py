@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
+from geoseg.spec import read_yaml
 
 __all__ = [
     "BRATS_LABEL_MAP",
@@ -199,12 +199,4 @@ def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
         SpecError: the file is missing or not YAML, or a field is invalid.
     """
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such training spec; check the path") from None
-    except IsADirectoryError:
-        raise SpecError(f"{p}: is a folder; give a YAML training spec file") from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
-    return parse_train_spec(data, source=str(p), base=p.resolve().parent)
+    return parse_train_spec(read_yaml(p, "training spec"), source=str(p), base=p.resolve().parent)
