@@ -29,6 +29,18 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _first_argmax(probs: torch.Tensor) -> np.ndarray:
+    """(N, K, H, W) -> (N, H, W) uint8 index of the first maximum over K, as ``np.argmax``.
+
+    On the CPU numpy's argmax: ``torch.argmax(dim=1)`` of 16 x 2 x 256 x 256 took 315 ms here
+    against 34 ms for numpy (and 144 vs 16 ms on a quiet machine, bench/README.md). On a GPU
+    torch's, which also returns the first maximum, so only uint8 comes back to the host.
+    """
+    if probs.device.type == "cpu":
+        return np.argmax(probs.numpy(), axis=1).astype(np.uint8)
+    return torch.argmax(probs, dim=1).to(torch.uint8).cpu().numpy()
+
+
 class Predictor:
     """Batched forward pass with a fixed batch shape.
 
@@ -115,10 +127,11 @@ class Predictor:
                     logits = self.model(x)
             else:
                 logits = self.model(x)
+            probs = torch.softmax(logits[:m].float(), dim=1)
             if labels_only:
-                out[k : k + m, 0] = torch.argmax(logits[:m].float(), dim=1).to(torch.uint8).cpu().numpy()
+                out[k : k + m, 0] = _first_argmax(probs)
             else:
-                out[k : k + m] = torch.softmax(logits[:m].float(), dim=1).cpu().numpy()
+                out[k : k + m] = probs.cpu().numpy()
         return out
 
     def take_counts(self) -> dict[str, int]:

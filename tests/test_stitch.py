@@ -111,3 +111,17 @@ def test_tiled_conv_matches_whole_image_inside_the_margin(mode: str) -> None:
         assert diff.max() < 1e-5
     else:
         assert diff.mean() < 0.05 and diff.max() > 1e-5
+
+
+def test_labels_only_equals_argmax_of_probabilities() -> None:
+    """The actor's uint8 labels are np.argmax of the very probabilities the reference uses,
+    ties to the first class included."""
+    from geoseg.infer import _first_argmax
+
+    probs = torch.softmax(torch.randn(3, 4, 16, 16), dim=1)
+    probs[0, :, 0, 0] = 0.25
+    probs[1, 1:3, 2, 2] = 0.5
+    probs[1, [0, 3], 2, 2] = 0.0
+    labels = _first_argmax(probs)
+    assert labels.dtype == np.uint8 and labels[0, 0, 0] == 0 and labels[1, 2, 2] == 1
+    assert np.array_equal(labels, np.argmax(probs.numpy(), axis=1))
