@@ -245,7 +245,7 @@ def main() -> None:
             f"{r['peak_pss'] / MiB:9.0f} MiB {r['peak_rss'] / MiB:9.0f} MiB {r['peak_driver_rss'] / MiB:7.0f} MiB "
             f"{r['peak_procs']:6d}"
         )
-    print(f"driver alone before Ray: PSS " + ", ".join(f"{r['start_pss'] / MiB:.0f} MiB" for r in results))
+    print("driver alone before Ray: PSS " + ", ".join(f"{r['start_pss'] / MiB:.0f} MiB" for r in results))
     small, large = results[0], results[-1]
     print(
         f"ratio {large['size']}/{small['size']} px: peak PSS sum {large['peak_pss'] / small['peak_pss']:.3f}, "

@@ -459,7 +459,7 @@ def print_result(res: dict) -> None:
         line(f"geoseg [{v}] first run", row["first_s"], f"first {v}")
         line(f"geoseg [{v}] warm, median of {len(row['warm_s'])}", med(row["warm_s"]), f"warm {v}")
         line(f"geoseg [{v}] warm, best", min(row["warm_s"]))
-        line(f"  bare passes paired with these, median", med(row["paired_bare_s"]), f"bare {v}")
+        line("  bare passes paired with these, median", med(row["paired_bare_s"]), f"bare {v}")
         print(
             f"{'':4s}model work: {row['forward_padded']} patches forwarded (padded batches) for "
             f"{row['grid_patches']} grid patches = {row['forward_padded'] / row['grid_patches']:.3f}"
