@@ -28,6 +28,8 @@ from typing import Any
 
 import psutil
 
+from _common import git_state  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -194,19 +196,6 @@ def run_child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
         if line.startswith("{"):
             return json.loads(line)
     raise SystemExit(f"size {size}: child printed no result:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-
-
-def git_state() -> str:
-    """The commit measured, and whether geoseg/ differs from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "geoseg"], cwd=REPO, capture_output=True, text=True
-        ).stdout.split("\n")
-    except OSError:
-        return "? (no git)"
-    changed = [ln[3:] for ln in dirty if ln.strip()]
-    return head.stdout.strip() + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean geoseg/)")
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from _common import git_state  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -506,19 +508,6 @@ def machine() -> str:
         f"torch {torch.__version__}, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
         f"geoseg at {git_state()}"
     )
-
-
-def git_state() -> str:
-    """The commit measured, and whether geoseg/ differs from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "geoseg"], cwd=REPO, capture_output=True, text=True
-        ).stdout.split("\n")
-    except OSError:
-        return "? (no git)"
-    changed = [ln[3:] for ln in dirty if ln.strip()]
-    return head.stdout.strip() + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean geoseg/)")
 
 
 def main() -> None:

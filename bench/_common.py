@@ -1,0 +1,21 @@
+"""Shared by the benchmark scripts (run as ``python bench/NAME.py``, so this folder is on sys.path)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_state() -> str:
+    """The commit measured, and whether geoseg/ differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "geoseg"], cwd=REPO, capture_output=True, text=True
+        ).stdout.split("\n")
+    except OSError:
+        return "? (no git)"
+    changed = [ln[3:] for ln in dirty if ln.strip()]
+    return head.stdout.strip() + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean geoseg/)")
