@@ -8,7 +8,7 @@ pages such as the Ray object store split among the processes that map them), the
 and the driver's own RSS. It prints the peaks, the ratio large/small and the per-process peaks.
 Nothing here asserts: it prints what it measured.
 
-    python bench/memory.py                       # 4096 and 20000 px (the 20000 px scene: ~1 GB on disk)
+    python bench/memory.py                       # 4096 and 20000 px (the 20000 px scene: 2.3 GB on disk)
     python bench/memory.py --sizes 4096 20000 --top 12
 """
 
@@ -142,7 +142,12 @@ def child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     ray_start = time.perf_counter() - t0
     t_job = time.perf_counter() - sampler.t0
-    spec: dict[str, Any] = {"inputs": [str(scene)], "output": str(out), "model": {"name": "ndwi"}, "progress": False}
+    spec: dict[str, Any] = {
+        "inputs": [str(scene)],
+        "output": str(out),
+        "model": {"name": "ndwi"},
+        "progress": False,
+    }
     if block_px:
         spec["block_px"] = block_px
     t0 = time.perf_counter()
@@ -200,7 +205,9 @@ def run_child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 20000], help="scene edges in px, small first")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=[4096, 20000], help="scene edges in px, small first"
+    )
     ap.add_argument("--block-px", type=int, help="spec block_px (default: the spec's default, 2048)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"), help="scenes and outputs")
     ap.add_argument("--top", type=int, default=10, help="per-process peaks to list per size")
@@ -228,7 +235,9 @@ def main() -> None:
           f"{'peak RSS sum':>13s} {'driver RSS':>11s} {'procs':>6s}")  # fmt: skip
     for r in results:
         if not r["ok"] or r["forwarded"] != r["grid_patches"]:
-            print(f"  warning: {r['size']} px run not complete or not exactly-once: {r['forwarded']}/{r['grid_patches']}")
+            print(
+                f"  warning: {r['size']} px run not complete or not exactly-once: {r['forwarded']}/{r['grid_patches']}"
+            )
         print(
             f"{r['size']:>5d}x{r['size']:<6d} {r['grid_patches']:8d} {r['seconds']:7.1f} {r['patches_per_s']:9.1f} "
             f"{r['peak_pss'] / MiB:9.0f} MiB {r['peak_rss'] / MiB:9.0f} MiB {r['peak_driver_rss'] / MiB:7.0f} MiB "
@@ -249,10 +258,14 @@ def main() -> None:
         print(f"\nper-process peaks, {r['size']} px ({r['samples']} samples, {r['sample_ms']:.0f} ms each):")
         procs = sorted(r["per_proc"].items(), key=lambda kv: -kv[1]["pss"])
         for pid, d in procs[: args.top]:
-            print(f"    {pid:>8s} {d['label'][:36]:36s} PSS {d['pss'] / MiB:7.1f} MiB  RSS {d['rss'] / MiB:7.1f} MiB")
+            print(
+                f"    {pid:>8s} {d['label'][:36]:36s} PSS {d['pss'] / MiB:7.1f} MiB  RSS {d['rss'] / MiB:7.1f} MiB"
+            )
         rest = procs[args.top :]
         if rest:
-            print(f"    {'':8s} {len(rest)} more, together PSS <= {sum(d['pss'] for _, d in rest) / MiB:.1f} MiB")
+            print(
+                f"    {'':8s} {len(rest)} more, together PSS <= {sum(d['pss'] for _, d in rest) / MiB:.1f} MiB"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

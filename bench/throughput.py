@@ -104,8 +104,11 @@ def model_section(model: str, workdir: Path) -> dict[str, Any]:
 
 
 class OtherLoad:
-    """CPU-seconds that processes outside this benchmark's process tree used between ``start()``
-    and ``stop()`` (processes alive at both ends; a lower bound), as cores on average."""
+    """Cores that everything outside this benchmark's process tree kept busy between ``start()``
+    and ``stop()``, on average: the whole machine's busy CPU time (``/proc/stat``: user, nice,
+    system, irq, softirq, steal) less this process tree's own (its live processes, the ones it
+    started meanwhile, and the children it waited for, such as the cold CLI). Short-lived
+    processes of other jobs count too, since the machine-wide figure sees them."""
 
     def __init__(self) -> None:
         import psutil  # noqa: PLC0415
@@ -113,28 +116,42 @@ class OtherLoad:
         self.psutil = psutil
         self.me = psutil.Process()
         self.before: dict[int, float] = {}
-        self.t0 = 0.0
+        self.t0 = self.busy0 = self.reaped0 = 0.0
 
-    def _snapshot(self) -> dict[int, float]:
+    def _busy(self) -> float:
+        ct = self.psutil.cpu_times()
+        return sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    def _reaped(self) -> float:
+        import resource  # noqa: PLC0415
+
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    def _ours(self) -> dict[int, float]:
         out = {}
-        for p in self.psutil.process_iter(["cpu_times"]):
-            ct = p.info["cpu_times"]
-            if ct is not None:
-                out[p.pid] = ct.user + ct.system
+        try:
+            procs = [self.me, *self.me.children(recursive=True)]
+        except self.psutil.NoSuchProcess:
+            procs = [self.me]
+        for p in procs:
+            try:
+                ct = p.cpu_times()
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
+                continue
+            out[p.pid] = ct.user + ct.system
         return out
 
     def start(self) -> None:
-        self.before, self.t0 = self._snapshot(), time.perf_counter()
+        self.before, self.reaped0 = self._ours(), self._reaped()
+        self.busy0, self.t0 = self._busy(), time.perf_counter()
 
     def stop(self) -> float:
-        wall = time.perf_counter() - self.t0
-        after = self._snapshot()
-        try:
-            ours = {self.me.pid} | {c.pid for c in self.me.children(recursive=True)}
-        except self.psutil.NoSuchProcess:
-            ours = {self.me.pid}
-        used = sum(after[pid] - t for pid, t in self.before.items() if pid in after and pid not in ours)
-        return used / wall if wall > 0 else 0.0
+        busy, wall = self._busy() - self.busy0, time.perf_counter() - self.t0
+        after = self._ours()
+        ours = sum(t - self.before.get(pid, 0.0) for pid, t in after.items())
+        ours += self._reaped() - self.reaped0
+        return max(0.0, busy - ours) / wall if wall > 0 else 0.0
 
 
 LOAD = OtherLoad()
@@ -217,7 +234,9 @@ def forward_work(size: int, overrides: dict[str, Any]) -> tuple[int, int]:
     return padded, len(grid)
 
 
-def run_geoseg(model: str, scene: Path, workdir: Path, overrides: dict[str, Any], tag: str) -> tuple[float, Any]:
+def run_geoseg(
+    model: str, scene: Path, workdir: Path, overrides: dict[str, Any], tag: str
+) -> tuple[float, Any]:
     from geoseg.pipeline import run_job  # noqa: PLC0415
     from geoseg.spec import parse_spec  # noqa: PLC0415
 
@@ -237,7 +256,17 @@ def cold_cli(model: str, scene: Path, workdir: Path) -> float:
     """Wall time of ``python -m geoseg.cli run`` in a fresh process that starts its own Ray."""
     out = workdir / "out-cli.zarr"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "geoseg.cli", "run", "--input", str(scene), "--output", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "geoseg.cli",
+        "run",
+        "--input",
+        str(scene),
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     m = model_section(model, workdir)
     cmd += ["--model", m["name"]] if "name" in m else ["--checkpoint", m["checkpoint"]]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -305,7 +334,19 @@ class PySpy:
             return
         pid = ray.get(_POOL["actors"][0].__ray_call__.remote(lambda self: os.getpid()))
         out.unlink(missing_ok=True)
-        cmd = [str(exe), "record", "-p", str(pid), "-r", "100", "--format", "raw", "-o", str(out), "--nonblocking"]
+        cmd = [
+            str(exe),
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            "100",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+            "--nonblocking",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # let py-spy attach before the run starts
 
@@ -342,7 +383,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     for item in text.split(","):
         key, sep, value = item.partition("=")
         if not sep or key not in SPEC_KEYS:
-            raise SystemExit(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE] with KEY in {sorted(SPEC_KEYS)}")
+            raise SystemExit(
+                f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE] with KEY in {sorted(SPEC_KEYS)}"
+            )
         overrides[key] = SPEC_KEYS[key](value)
     return text, overrides
 
@@ -351,7 +394,9 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def bench_model(model: str, size: int, args: argparse.Namespace, variants: list[tuple[str, dict[str, Any]]]) -> dict:
+def bench_model(
+    model: str, size: int, args: argparse.Namespace, variants: list[tuple[str, dict[str, Any]]]
+) -> dict:
     import ray  # noqa: PLC0415
 
     from geoseg.pipeline import release_workers  # noqa: PLC0415
@@ -418,9 +463,7 @@ def bench_model(model: str, size: int, args: argparse.Namespace, variants: list[
                 "profile": prof,
             }
         )
-        print(
-            f"  {label}: first {first_s:.2f} s, warm {', '.join(f'{s:.2f}' for s in warm_s)} s", flush=True
-        )
+        print(f"  {label}: first {first_s:.2f} s, warm {', '.join(f'{s:.2f}' for s in warm_s)} s", flush=True)
     release_workers()
     return {
         "model": model,
@@ -455,7 +498,9 @@ def print_result(res: dict) -> None:
     if res["ray_start_s"] is not None:
         print(f"{'Ray start (ray.init, not in any rate)':44s} {res['ray_start_s']:9.3f}")
     if res["cli_s"] is not None:
-        line("cold CLI (Ray start + actor + weights)", res["cli_s"], "cli")
+        # no load figure here: the CLI's own Ray processes outlive it unreaped, so they would
+        # count as "other" processes
+        line("cold CLI (Ray start + actor + weights)", res["cli_s"])
     for row in res["rows"]:
         v = row["variant"]
         line(f"geoseg [{v}] first run", row["first_s"], f"first {v}")
@@ -480,7 +525,9 @@ def print_result(res: dict) -> None:
             continue
         wall = prof["wall_s"]
         print(f"profile [{row['variant']}] one warm run, {wall:.2f} s wall (Ray task events):")
-        print(f"    {'task':28s} {'n':>4s} {'sum s':>8s} {'busy s':>8s} {'busy %':>7s} {'first':>7s} {'last':>7s}")
+        print(
+            f"    {'task':28s} {'n':>4s} {'sum s':>8s} {'busy s':>8s} {'busy %':>7s} {'first':>7s} {'last':>7s}"
+        )
         for name, d in sorted(prof["tasks"].items(), key=lambda kv: -kv[1]["sum_s"]):
             print(
                 f"    {name:28s} {d['count']:4d} {d['sum_s']:8.3f} {d['covered_s']:8.3f} "
@@ -488,7 +535,9 @@ def print_result(res: dict) -> None:
             )
         if prof.get("pyspy"):
             (total, _), *lines = prof["pyspy"]
-            print(f"  py-spy on the model actor during that run ({total} samples at 100 Hz; innermost geoseg line):")
+            print(
+                f"  py-spy on the model actor during that run ({total} samples at 100 Hz; innermost geoseg line):"
+            )
             for n_s, where in lines:
                 print(f"    {100 * n_s / max(1, total):5.1f}%  {where[:110]}")
 
@@ -514,13 +563,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=["ndwi", "unet", "both"], default="both")
     ap.add_argument("--size", type=int, help="scene edge in px (default 2048 for unet, 4096 for ndwi)")
-    ap.add_argument("--repeat", type=int, default=3, help="warm runs (and bare passes) per variant (default 3)")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="warm runs (and bare passes) per variant (default 3)"
+    )
     ap.add_argument(
         "--variant", action="append", default=[],
         help="spec overrides to compare, e.g. batch_size=20,block_px=1792 (repeatable; "
         "'default' is the plain spec; default: only 'default')",
     )  # fmt: skip
-    ap.add_argument("--profile", action="store_true", help="one more warm run per variant, broken down by Ray task")
+    ap.add_argument(
+        "--profile", action="store_true", help="one more warm run per variant, broken down by Ray task"
+    )
     ap.add_argument("--no-cli", action="store_true", help="skip the cold CLI run")
     ap.add_argument(
         "--worker-niceness", type=int,
