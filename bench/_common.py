@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,3 +21,17 @@ def git_state() -> str:
         return "? (no git)"
     changed = [ln[3:] for ln in dirty if ln.strip()]
     return head.stdout.strip() + (f" + uncommitted changes in {', '.join(changed)}" if changed else " (clean geoseg/)")
+
+
+def scene_path(workdir: Path, size: int) -> Path:
+    """A generated size x size 4-band scene in ``workdir`` (written once, reused after)."""
+    from geoseg.example import write_scene  # noqa: PLC0415
+
+    path = workdir / f"scene_{size}.tif"
+    if not path.exists():
+        part = workdir / f".scene_{size}.tif.part"
+        t0 = time.perf_counter()
+        write_scene(part, (size, size))
+        os.replace(part, path)
+        print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return path

@@ -28,26 +28,12 @@ from typing import Any
 
 import psutil
 
-from _common import git_state  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from _common import git_state, scene_path  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MiB = 1024 * 1024
-
-
-def scene_path(workdir: Path, size: int) -> Path:
-    """A generated size x size 4-band scene in ``workdir`` (written once, reused after)."""
-    from geoseg.example import write_scene  # noqa: PLC0415
-
-    path = workdir / f"scene_{size}.tif"
-    if not path.exists():
-        part = workdir / f".scene_{size}.tif.part"
-        t0 = time.perf_counter()
-        write_scene(part, (size, size))
-        os.replace(part, path)
-        print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return path
 
 
 def label(p: psutil.Process) -> str:

@@ -41,12 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import git_state  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from _common import git_state, scene_path  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from geoseg.example import write_scene  # noqa: E402
 from geoseg.grid import Tiling, blocks, patch_grid  # noqa: E402
 from geoseg.models import ModelCard, ModelSpec, Normalisation, build_model, load_model, resolve_bands  # noqa: E402
 from geoseg.models import save_checkpoint  # noqa: E402
@@ -75,18 +74,6 @@ SPEC_KEYS = {  # spec fields a --variant may set, and how to read their values
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def scene_path(workdir: Path, size: int) -> Path:
-    """A generated size x size scene in ``workdir`` (written once, reused after)."""
-    path = workdir / f"scene_{size}.tif"
-    if not path.exists():
-        part = workdir / f".scene_{size}.tif.part"
-        t0 = time.perf_counter()
-        write_scene(part, (size, size))
-        os.replace(part, path)
-        print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", flush=True)
-    return path
 
 
 def model_section(model: str, workdir: Path) -> dict[str, Any]:
