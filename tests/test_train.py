@@ -157,6 +157,51 @@ def test_draw_batch_shapes_labels_and_tumour_bias(tmp_path: Path) -> None:
     assert (x0 == 0).float().mean() < 0.9  # foreground-centred crops
 
 
+def test_draw_class_centres_on_the_weighted_class(tmp_path: Path) -> None:
+    spec = parse_train_spec(tiny_spec(tmp_path))
+    cases = [load_labelled_case(p, spec.data) for p in spec.data.train]
+    index = SliceIndex(cases)
+    rng = np.random.default_rng(0)
+    for cls in (1, 2, 3):
+        for _ in range(50):
+            ci, k, (x, y) = index.draw_class(rng, 1.0, {cls: 1.0})
+            assert cases[ci].labels[x, y, k] == cls
+    # 1:3 weights give about a quarter / three quarters of the tumour samples
+    got = [index.draw_class(rng, 1.0, {1: 1.0, 3: 3.0}) for _ in range(800)]
+    share = np.mean([cases[ci].labels[x, y, k] == 3 for ci, k, (x, y) in got])
+    assert 0.70 < share < 0.80
+    # tumour_fraction 0: any foreground voxel, mostly background in these cases
+    bg = [index.draw_class(rng, 0.0, {3: 1.0}) for _ in range(200)]
+    assert np.mean([cases[ci].labels[x, y, k] == 0 for ci, k, (x, y) in bg]) > 0.5
+    assert all(cases[ci].mask[x, y, k] for ci, k, (x, y) in bg)
+
+
+def test_region_dice_loss_scores_unions_of_classes() -> None:
+    target = torch.tensor([[[0, 1], [2, 3]]])  # (1, 2, 2)
+    perfect = F.one_hot(target, 4).permute(0, 3, 1, 2).float() * 50
+    regions = ((1, 2, 3), (2, 3), (3,))
+    assert float(loop.soft_dice_loss(perfect, target, regions=regions)) == pytest.approx(0, abs=1e-6)
+    # calling class 2 class 3 is wrong per class but right for whole tumour and core
+    swapped = F.one_hot(torch.tensor([[[0, 1], [3, 3]]]), 4).permute(0, 3, 1, 2).float() * 50
+    per_class = float(loop.soft_dice_loss(swapped, target))
+    per_region = float(loop.soft_dice_loss(swapped, target, regions=regions))
+    # per region, eps 1: WT 1, TC 1, ET (2*1+1)/(2+1+1) = 0.75 -> loss (1 - 0.75) / 3
+    assert per_region == pytest.approx(0.25 / 3, abs=1e-4)
+    assert per_class > per_region
+
+
+def test_ema_is_an_exponential_average_of_the_weights() -> None:
+    model = torch.nn.BatchNorm1d(3)
+    ema = loop._EMA(model, decay=0.75)
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+        model.num_batches_tracked.fill_(7)
+    ema.update(model)
+    torch.testing.assert_close(ema.module.weight, torch.full((3,), 0.75 * 1 + 0.25 * 5))
+    assert int(ema.module.num_batches_tracked) == 7  # integer buffers are copied, not averaged
+    assert not ema.module.weight.requires_grad
+
+
 # --- spec -----------------------------------------------------------------------------------
 
 
@@ -168,6 +213,14 @@ def test_spec_errors_name_the_field(tmp_path: Path) -> None:
         parse_train_spec({**base, "optimisation": {"crop_px": 18}})
     with pytest.raises(SpecError, match=r"label_map sends labels to classes \[7\]"):
         parse_train_spec({**base, "data": {**base["data"], "label_map": {0: 0, 1: 7}}})
+    with pytest.raises(SpecError, match=r"class 0 is background"):
+        parse_train_spec({**base, "optimisation": {"class_weights": {0: 1, 2: 1}}})
+    with pytest.raises(SpecError, match=r"names classes \[5\], but there are 4 classes"):
+        parse_train_spec({**base, "optimisation": {"dice_regions": [[1, 5], [3]]}})
+    with pytest.raises(SpecError, match=r"ce_weights \[1.0, 2.0\] must give one weight >= 0 per class \(4\)"):
+        parse_train_spec({**base, "optimisation": {"ce_weights": [1, 2]}})
+    with pytest.raises(SpecError, match=r"optimisation\.device: 'tpu'"):
+        parse_train_spec({**base, "optimisation": {"device": "tpu"}})
     with pytest.raises(SpecError, match=r"data: is required"):
         parse_train_spec({"output": "x"})
     with pytest.raises(SpecError, match="no such training spec"):
@@ -209,11 +262,20 @@ def test_two_epochs_reduce_the_loss_and_the_checkpoint_loads(tmp_path: Path) -> 
         train(spec)
 
 
+RECIPE = {  # the packaged model's options: region Dice, class-balanced centres, weight EMA
+    "dice_regions": [[1, 2, 3], [2, 3], [3]],
+    "class_weights": {1: 1, 2: 2, 3: 1},
+    "ce_weights": [1, 1, 2, 1],
+    "ema": 0.9,
+}
+
+
+@pytest.mark.parametrize("recipe", [{}, RECIPE], ids=["plain", "recipe"])
 def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recipe: dict[str, Any]
 ) -> None:
     torch.set_num_threads(1)
-    data = tiny_spec(tmp_path, samples_per_epoch=16)
+    data = tiny_spec(tmp_path, samples_per_epoch=16, **recipe)
     whole = train(parse_train_spec({**data, "output": str(tmp_path / "whole")}))
 
     real_validate = loop.validate
@@ -239,9 +301,26 @@ def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(
     for k, v in reference.items():
         torch.testing.assert_close(final["state_dict"][k], v, rtol=1e-5, atol=1e-6)
     assert resumed.history[1]["loss"] == pytest.approx(whole.history[1]["loss"], rel=1e-5)
+    assert resumed.history[1]["dice"]["case2"] == pytest.approx(whole.history[1]["dice"]["case2"])
+    if recipe.get("ema"):  # the average travels with the run; best.pt holds averaged weights
+        ema = final["extra"]["train_state"]["ema"]
+        ref_ema = torch.load(whole.last_checkpoint, weights_only=True)["extra"]["train_state"]["ema"]
+        for k, v in ref_ema.items():
+            torch.testing.assert_close(ema[k], v, rtol=1e-5, atol=1e-6)
+        if resumed.best_epoch == 2:
+            best = torch.load(resumed.best_checkpoint, weights_only=True)["state_dict"]
+            for k, v in ema.items():
+                torch.testing.assert_close(best[k], v)
     changed = parse_train_spec({**data, "output": str(tmp_path / "split"), "resume": True, "seed": 3})
     with pytest.raises(SpecError, match="different training spec"):
         train(changed)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where torch sees no GPU")
+def test_cuda_training_without_a_gpu_is_one_clear_error(tmp_path: Path) -> None:
+    spec = parse_train_spec(tiny_spec(tmp_path, device="cuda"))
+    with pytest.raises(SpecError, match="optimisation.device is cuda, but torch sees no GPU"):
+        train(spec)
 
 
 def test_context_slices_train_and_load_back(tmp_path: Path) -> None:

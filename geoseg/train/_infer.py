@@ -16,7 +16,7 @@ from geoseg.volume import Orientation
 
 from ._data import normalise_case, slice_stack
 
-__all__ = ["predict_volume", "predict_case"]
+__all__ = ["predict_case", "predict_volume"]
 
 
 @torch.no_grad()
@@ -52,9 +52,11 @@ def predict_volume(
     mergers: dict[int, CropMerger] = {}
     left: dict[int, int] = {}
 
+    device = next(model.parameters()).device
+
     def run() -> None:
         batch = torch.from_numpy(np.stack([p for *_, p in pending]).astype(np.float32, copy=False))
-        probs = torch.softmax(model(batch), dim=1).numpy()
+        probs = torch.softmax(model(batch.to(device)), dim=1).cpu().numpy()
         for (k, iy, ix, _), scores in zip(pending, probs, strict=True):
             mergers[k].add(iy, ix, scores)
             left[k] -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from ._infer import predict_volume
 from ._sample import SliceIndex, draw_batch
 from ._spec import TrainSpec
 
-__all__ = ["TrainResult", "train", "model_card_for", "soft_dice_loss", "validate"]
+__all__ = ["TrainResult", "model_card_for", "soft_dice_loss", "train", "validate"]
 
 log = logging.getLogger("geoseg.train")
 
@@ -72,14 +73,27 @@ def model_card_for(spec: TrainSpec, description: str | None = None) -> ModelCard
     )
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - mean soft Dice over the non-background classes, pooled over the batch.
+def soft_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    eps: float = 1.0,
+    regions: tuple[tuple[int, ...], ...] | None = None,
+) -> torch.Tensor:
+    """1 - mean soft Dice over the non-background classes (or over ``regions``), pooled over the batch.
 
-    ``logits`` (N, K, H, W), ``target`` (N, H, W) int64 class indices. A class absent from
-    both prediction and target scores Dice 1 (thanks to ``eps``), so it adds no gradient noise.
+    ``logits`` (N, K, H, W), ``target`` (N, H, W) int64 class indices. A region is a union of
+    classes whose probability is the sum of theirs: BraTS's whole tumour, core and enhancing
+    tumour are ``((1, 2, 3), (2, 3), (3,))`` for our classes, which scores the model on the
+    regions it is evaluated on. A class or region absent from both prediction and target scores
+    Dice 1 (thanks to ``eps``), so it adds no gradient noise.
     """
-    probs = torch.softmax(logits, dim=1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    if regions is None:
+        probs, onehot = probs[:, 1:], onehot[:, 1:]
+    else:
+        probs = torch.stack([probs[:, list(r)].sum(dim=1) for r in regions], dim=1)
+        onehot = torch.stack([onehot[:, list(r)].sum(dim=1) for r in regions], dim=1)
     inter = (probs * onehot).sum(dim=(0, 2, 3))
     total = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     return 1 - ((2 * inter + eps) / (total + eps)).mean()
@@ -107,7 +121,7 @@ def _fingerprint(spec: TrainSpec) -> str:
         "data": spec.data.model_dump(mode="json"),
         "model": spec.model.model_dump(mode="json", exclude={"description", "licence"}),
         "patch_px": spec.patch_px,
-        "optimisation": spec.optimisation.model_dump(mode="json", exclude={"threads"}),
+        "optimisation": spec.optimisation.model_dump(mode="json", exclude={"threads", "device"}),
         "augmentation": spec.augmentation.model_dump(mode="json"),
         "seed": spec.seed,
     }
@@ -121,6 +135,32 @@ def _scheduler(
     if o.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total_steps, pct_start=0.1)
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps, eta_min=o.lr * 1e-2)
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SpecError("optimisation.device is cuda, but torch sees no GPU; use auto or cpu")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+class _EMA:
+    """An exponential moving average of a model's weights (float tensors; others copied)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for avg, new in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
+            if avg.dtype.is_floating_point:
+                avg.lerp_(new, 1 - self.decay)
+            else:
+                avg.copy_(new)
 
 
 def _load_state(path: Path) -> dict[str, Any]:
@@ -148,6 +188,10 @@ def train(spec: TrainSpec) -> TrainResult:
 
     The random state of epoch ``e`` is derived from ``(seed, e)``, so a run resumed from
     ``last.pt`` (model, optimiser, scheduler, epoch, history) continues exactly as it would have.
+
+    With ``optimisation.ema``, validation and ``best.pt`` use the moving average of the
+    weights; ``last.pt`` holds the raw weights and keeps the average in its train state.
+    ``optimisation.device`` picks CPU or GPU; a run may be resumed on the other one.
 
     Raises:
         SpecError: ``output`` holds a run and ``resume`` is false, or the run to resume was made
@@ -179,10 +223,14 @@ def train(spec: TrainSpec) -> TrainResult:
     context = spec.model.context_slices
     n_classes = len(spec.data.classes)
     card = model_card_for(spec)
+    device = _device(o.device)
     torch.manual_seed(spec.seed)
     in_channels = len(spec.data.modalities) * (2 * context + 1)
     model = UNet(in_channels, n_classes, spec.model.base_channels, spec.model.depth)
     _check_loadable(card, model)
+    model.to(device)
+    ema = _EMA(model, o.ema) if o.ema else None
+    ce_weight = torch.tensor(o.ce_weights, dtype=torch.float32, device=device) if o.ce_weights else None
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     steps = math.ceil(o.samples_per_epoch / o.batch_size)
     sched = _scheduler(opt, spec, steps * o.epochs)
@@ -200,6 +248,8 @@ def train(spec: TrainSpec) -> TrainResult:
                 "or pick a new output"
             )
         model.load_state_dict(saved["state_dict"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimiser"])
         sched.load_state_dict(state["scheduler"])
         history, best, start = list(state["history"]), dict(state["best"]), int(state["epoch"])
@@ -216,17 +266,31 @@ def train(spec: TrainSpec) -> TrainResult:
         losses = []
         for _ in range(steps):
             x, y = draw_batch(
-                index, o.batch_size, o.crop_px, context, o.tumour_fraction, spec.augmentation, rng, gen
+                index,
+                o.batch_size,
+                o.crop_px,
+                context,
+                o.tumour_fraction,
+                spec.augmentation,
+                rng,
+                gen,
+                class_weights=o.class_weights,
             )
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
-            loss = F.cross_entropy(logits, y) + o.dice_weight * soft_dice_loss(logits, y)
+            loss = F.cross_entropy(logits, y, weight=ce_weight) + o.dice_weight * soft_dice_loss(
+                logits, y, regions=o.dice_regions
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(float(loss.detach()))
         train_s = time.perf_counter() - te
-        scores = validate(model, val_cases, context, tiling, n_classes, spec.val_batch_size)
+        served = model if ema is None else ema.module
+        scores = validate(served, val_cases, context, tiling, n_classes, spec.val_batch_size)
         mean = _mean_dice(scores)
         entry = {
             "epoch": epoch + 1,
@@ -241,7 +305,7 @@ def train(spec: TrainSpec) -> TrainResult:
         if mean > best["mean_dice"]:
             best = {"epoch": epoch + 1, "mean_dice": mean, "dice": scores}
             extra = {"epoch": epoch + 1, "dice": scores, "mean_dice": mean}
-            save_checkpoint(best_path, model, card, extra=extra)
+            save_checkpoint(best_path, served, card, extra=extra)
         train_state = {
             "fingerprint": _fingerprint(spec),
             "epoch": epoch + 1,
@@ -250,6 +314,8 @@ def train(spec: TrainSpec) -> TrainResult:
             "history": history,
             "best": best,
         }
+        if ema is not None:
+            train_state["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
         save_checkpoint(last_path, model, card, extra={"epoch": epoch + 1, "train_state": train_state})
         (out / "history.json").write_text(json.dumps(history, indent=1))
         log.info(

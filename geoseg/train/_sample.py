@@ -26,12 +26,20 @@ __all__ = ["SliceIndex", "draw_batch"]
 
 
 class SliceIndex:
-    """Per case, the axial slices holding tumour and the slices holding any foreground."""
+    """Per case, the axial slices holding tumour and the slices holding any foreground; per
+    class, how many of its voxels each slice of each case holds."""
 
     def __init__(self, cases: Sequence[LabelledCase]) -> None:
         self.cases = tuple(cases)
         self.tumour = [np.flatnonzero((c.labels > 0).any(axis=(0, 1))) for c in self.cases]
         self.brain = [np.flatnonzero(c.mask.any(axis=(0, 1))) for c in self.cases]
+        n_classes = max(int(c.labels.max()) for c in self.cases) + 1
+        # per_slice[cls] (n_cases, Z_max): voxels of class cls in slice k of case i
+        z_max = max(c.labels.shape[2] for c in self.cases)
+        self.per_slice = np.zeros((n_classes, len(self.cases), z_max), np.int64)
+        for i, c in enumerate(self.cases):
+            for cls in range(n_classes):
+                self.per_slice[cls, i, : c.labels.shape[2]] = (c.labels == cls).sum(axis=(0, 1))
         for c, b in zip(self.cases, self.brain, strict=True):
             if b.size == 0:
                 raise InputError(
@@ -47,6 +55,24 @@ class SliceIndex:
         k = int(rng.choice(self.tumour[ci] if want_tumour else self.brain[ci]))
         where = case.labels[:, :, k] > 0 if want_tumour else case.mask[:, :, k]
         xs, ys = np.nonzero(where)
+        j = int(rng.integers(xs.size))
+        return ci, k, (int(xs[j]), int(ys[j]))
+
+    def draw_class(
+        self, rng: np.random.Generator, tumour_fraction: float, weights: dict[int, float]
+    ) -> tuple[int, int, tuple[int, int]]:
+        """Like :meth:`draw`, but a tumour sample first picks a class by ``weights`` (classes absent
+        from every case are skipped) and then a voxel of that class uniformly over all cases."""
+        present = {c: w for c, w in weights.items() if c < len(self.per_slice) and self.per_slice[c].any() and w > 0}
+        if not present or rng.random() >= tumour_fraction:
+            return self.draw(rng, 0.0)
+        classes = sorted(present)
+        p = np.array([present[c] for c in classes], np.float64)
+        cls = classes[int(rng.choice(len(classes), p=p / p.sum()))]
+        counts = self.per_slice[cls]
+        flat = int(rng.choice(counts.size, p=(counts / counts.sum()).ravel()))
+        ci, k = divmod(flat, counts.shape[1])
+        xs, ys = np.nonzero(self.cases[ci].labels[:, :, k] == cls)
         j = int(rng.integers(xs.size))
         return ci, k, (int(xs[j]), int(ys[j]))
 
@@ -107,14 +133,19 @@ def draw_batch(
     aug: AugmentSection | None,
     rng: np.random.Generator,
     gen: torch.Generator,
+    class_weights: dict[int, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch: images (N, C * (2 * context + 1), P, P) float32 and labels (N, P, P) int64.
 
     The centre pixel is jittered by up to a quarter crop so that tumour is not always central.
+    With ``class_weights``, tumour samples are centred class by class (:meth:`SliceIndex.draw_class`).
     """
     images, labels = [], []
     for _ in range(batch_size):
-        ci, k, (cx, cy) = index.draw(rng, tumour_fraction)
+        if class_weights:
+            ci, k, (cx, cy) = index.draw_class(rng, tumour_fraction, class_weights)
+        else:
+            ci, k, (cx, cy) = index.draw(rng, tumour_fraction)
         case = index.cases[ci]
         stack = torch.from_numpy(np.ascontiguousarray(slice_stack(case.image, k, context)))
         target = torch.from_numpy(

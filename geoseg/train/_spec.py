@@ -14,9 +14,9 @@ from geoseg.spec import read_yaml
 __all__ = [
     "BRATS_LABEL_MAP",
     "TUMOUR_CLASSES",
+    "AugmentSection",
     "DataSection",
     "ModelSection",
-    "AugmentSection",
     "OptimSection",
     "TrainSpec",
     "load_train_spec",
@@ -112,7 +112,37 @@ class OptimSection(_Frozen):
     schedule: Literal["onecycle", "cosine"] = "onecycle"
     dice_weight: float = Field(default=1.0, ge=0, description="loss = cross-entropy + this * soft Dice")
     tumour_fraction: float = Field(default=0.67, ge=0, le=1, description="share of tumour-slice samples")
+    class_weights: dict[int, float] | None = Field(
+        default=None,
+        description="tumour samples: chance of centring on each class (normalised); default any tumour voxel",
+    )
+    dice_regions: tuple[tuple[int, ...], ...] | None = Field(
+        default=None,
+        description="soft Dice over unions of classes (e.g. BraTS [[1,2,3],[2,3],[3]]); default each class",
+    )
+    ce_weights: tuple[float, ...] | None = Field(
+        default=None, description="cross-entropy weight of each class (one per class); default all 1"
+    )
+    ema: float | None = Field(
+        default=None, gt=0, lt=1, description="validate and save an exponential moving average of the weights"
+    )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads; default torch's")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where to train: auto = cuda when torch sees a GPU, else cpu"
+    )
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> OptimSection:
+        if self.class_weights is not None:
+            if any(w < 0 for w in self.class_weights.values()) or not sum(self.class_weights.values()) > 0:
+                raise ValueError(
+                    f"class_weights {dict(self.class_weights)} must be >= 0 with a positive sum"
+                )
+            if 0 in self.class_weights:
+                raise ValueError("class_weights: class 0 is background; weight tumour classes only")
+        if self.dice_regions is not None and any(not r for r in self.dice_regions):
+            raise ValueError("dice_regions: each region lists at least one class, e.g. [[1, 2, 3], [2, 3], [3]]")
+        return self
 
 
 class TrainSpec(_Frozen):
@@ -138,6 +168,21 @@ class TrainSpec(_Frozen):
                     f"{name} {px} is not a multiple of {step} (2**model.depth); "
                     f"use e.g. {max(step, px // step * step)}"
                 )
+        n = len(self.data.classes)
+        used = set(self.optimisation.class_weights or ()) | {
+            c for r in self.optimisation.dice_regions or () for c in r
+        }
+        bad = sorted(c for c in used if not 0 <= c < n)
+        if bad:
+            raise ValueError(
+                f"optimisation names classes {bad}, but there are {n} classes (0..{n - 1}); "
+                "fix class_weights / dice_regions"
+            )
+        ce = self.optimisation.ce_weights
+        if ce is not None and (len(ce) != n or any(w < 0 for w in ce) or not sum(ce) > 0):
+            raise ValueError(
+                f"optimisation.ce_weights {list(ce)} must give one weight >= 0 per class ({n}), with a positive sum"
+            )
         if self.val_overlap_px > self.patch_px // 2:
             raise ValueError(
                 f"val_overlap_px {self.val_overlap_px} does not fit patch_px {self.patch_px}: "
