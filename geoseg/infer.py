@@ -115,11 +115,13 @@ class Predictor:
         out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
         b = self.batch_size
         for k in range(0, n, b):
-            chunk = patches[k : k + b]
+            chunk = np.ascontiguousarray(patches[k : k + b], dtype=np.float32)
+            if not chunk.flags.writeable and self.device.type == "cpu":
+                chunk = chunk.copy()  # e.g. zero-copy from Ray's object store; torch wants writable memory
             m = chunk.shape[0]
-            x = torch.zeros((b, *chunk.shape[1:]), dtype=torch.float32)
-            x[:m] = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
-            x = x.to(self.device, non_blocking=True)
+            x = torch.from_numpy(chunk).to(self.device, non_blocking=True)
+            if m < b:  # pad on the device: the batch shape, hence the arithmetic, never changes
+                x = torch.cat([x, x.new_zeros((b - m, *x.shape[1:]))])
             if self._offset is not None:
                 x = (x - self._offset) / self._scale
             if self.autocast_dtype is not None:
