@@ -1,0 +1,186 @@
+"""Compare training recipes for the mri-tumour model: one subprocess per variant, in parallel.
+
+Each variant is the spec jobs/train_mri_tumour.yaml with some fields overridden; every run
+writes its history.json, and this script prints, per variant, the best epoch's Dice and the
+mean Dice of the last five epochs (less sensitive to the luck of one epoch).
+
+    python docs/scripts/train_recipes.py --data ../shared/data/brats2015 --out /tmp/recipes \\
+        --epochs 30 --device cuda --threads 2
+
+It was run once on a lent H100 to choose the recipe (docs/mri.md); the packaged model itself is
+trained on the CPU with the chosen spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "jobs" / "train_mri_tumour.yaml"
+REGIONS = [[1, 2, 3], [2, 3], [3]]
+
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "regions": {"optimisation": {"dice_regions": REGIONS}},
+    "regions_balanced": {"optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}}},
+    "rb_intensity": {
+        "optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}},
+        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+    },
+    "rbi_ema": {
+        "optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}, "ema": 0.99},
+        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+    },
+    "rbi_ema_context1": {
+        "optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}, "ema": 0.99},
+        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+        "model": {"context_slices": 1},
+    },
+    "rbi_ema_crop192": {
+        "optimisation": {
+            "dice_regions": REGIONS,
+            "class_weights": {1: 1, 2: 1, 3: 1},
+            "ema": 0.99,
+            "crop_px": 192,
+        },
+        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+    },
+    "rbi_ema_core2": {
+        "optimisation": {
+            "dice_regions": REGIONS,
+            "class_weights": {1: 1, 2: 2, 3: 1},
+            "ema": 0.99,
+            "tumour_fraction": 0.8,
+        },
+        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+    },
+}
+CORE2 = {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 2, 3: 1}, "ema": 0.99, "tumour_fraction": 0.8}
+STRONG = {"intensity_scale": 0.25, "intensity_shift": 0.25}
+VARIANTS.update(
+    {
+        "core2_seed1": {"optimisation": CORE2, "augmentation": STRONG, "seed": 1},
+        "core4": {"optimisation": {**CORE2, "class_weights": {1: 1, 2: 4, 3: 1}}, "augmentation": STRONG},
+        "core2_ce3": {"optimisation": {**CORE2, "ce_weights": [1, 1, 3, 1]}, "augmentation": STRONG},
+        "core2_context1": {"optimisation": CORE2, "augmentation": STRONG, "model": {"context_slices": 1}},
+        "core2_base24": {"optimisation": CORE2, "augmentation": STRONG, "model": {"base_channels": 24}},
+        "core2_int40": {
+            "optimisation": CORE2,
+            "augmentation": {"intensity_scale": 0.4, "intensity_shift": 0.4},
+        },
+        "core2_lr1e3": {"optimisation": {**CORE2, "lr": 0.001}, "augmentation": STRONG},
+        "core2_ce3_context1": {
+            "optimisation": {**CORE2, "ce_weights": [1, 1, 3, 1]},
+            "augmentation": STRONG,
+            "model": {"context_slices": 1},
+        },
+    }
+)
+for label, scale, shift in (
+    ("int40", 0.4, 0.4),
+    ("int60", 0.6, 0.6),
+    ("int80", 0.8, 0.8),
+    ("int50s100", 0.5, 1.0),
+):
+    aug = {"intensity_scale": scale, "intensity_shift": shift}
+    VARIANTS[f"core2_{label}"] = {"optimisation": CORE2, "augmentation": aug}
+    VARIANTS[f"core2_{label}_seed1"] = {"optimisation": CORE2, "augmentation": aug, "seed": 1}
+VARIANTS["core2_int60_lr1e3"] = {
+    "optimisation": {**CORE2, "lr": 0.001},
+    "augmentation": {"intensity_scale": 0.6, "intensity_shift": 0.6},
+}
+VARIANTS["core2_int60_context1"] = {
+    "optimisation": CORE2,
+    "augmentation": {"intensity_scale": 0.6, "intensity_shift": 0.6},
+    "model": {"context_slices": 1},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def summarise(out: Path, names: list[str]) -> dict:
+    rows = {}
+    for name in names:
+        hist_path = out / name / "history.json"
+        if not hist_path.exists():
+            continue
+        hist = json.loads(hist_path.read_text())
+        best = max(hist, key=lambda e: e["mean_dice"])
+        last = hist[-5:]
+        rows[name] = {
+            "epochs_done": len(hist),
+            "best_epoch": best["epoch"],
+            "best": {k: round(v, 4) for c in best["dice"].values() for k, v in c.items()},
+            "best_mean": round(best["mean_dice"], 4),
+            "last5_mean": round(sum(e["mean_dice"] for e in last) / len(last), 4),
+            "sec_per_epoch": round(sum(e["seconds"] for e in hist) / len(hist), 1),
+            "history": [
+                {"epoch": e["epoch"], **{k: round(v, 4) for c in e["dice"].values() for k, v in c.items()}}
+                for e in hist
+            ],
+        }
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="folder of the brats_2013_pat000N_1 cases")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="*", help="variant names (default all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    base = yaml.safe_load(SPEC.read_text())
+    data = args.data.resolve()
+    base["data"]["train"] = [str(data / Path(p).name) for p in base["data"]["train"]]
+    base["data"]["validation"] = [str(data / Path(p).name) for p in base["data"]["validation"]]
+    base["optimisation"].update(epochs=args.epochs, threads=args.threads, device=args.device)
+    base["seed"] = args.seed
+    names = args.only or list(VARIANTS)
+    args.out.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for name in names:
+        spec = merge(base, VARIANTS[name])
+        spec["output"] = str((args.out / name).resolve())
+        spec["resume"] = False
+        spec_path = args.out / f"{name}.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        code = (
+            "import logging, sys; logging.basicConfig(level=logging.INFO);"
+            "from geoseg.train import load_train_spec, train; train(load_train_spec(sys.argv[1]))"
+        )
+        log = open(args.out / f"{name}.log", "w")
+        procs[name] = subprocess.Popen([sys.executable, "-c", code, str(spec_path)], stdout=log, stderr=log)
+    while any(p.poll() is None for p in procs.values()):
+        time.sleep(10)
+        (args.out / "summary.json").write_text(json.dumps(summarise(args.out, names), indent=1))
+    rows = summarise(args.out, names)
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=1))
+    for name, r in rows.items():
+        print(
+            f"{name:20s} epochs {r['epochs_done']:3d} best@{r['best_epoch']:3d} {r['best']} "
+            f"mean {r['best_mean']:.4f} last5 {r['last5_mean']:.4f} {r['sec_per_epoch']} s/epoch"
+        )
+    for name, p in procs.items():
+        if p.returncode:
+            print(f"{name}: exit {p.returncode}; see {args.out / (name + '.log')}")
+
+
+if __name__ == "__main__":
+    main()
