@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.grid import Block, PatchGrid
-from geoseg.lesions import label_lesions, lesion_table
+from geoseg.lesions import drop_small_lesions, label_lesions, lesion_table
 from geoseg.sinks import mark_block_done, write_block, write_volume
 from geoseg.sources import CaseInfo, RasterInfo, load_case, read_window
 from geoseg.stitch import NODATA_LABEL, CropMerger, StitchMode, extract_patches, labels_from_scores, make_merger
@@ -100,9 +100,11 @@ def stitch_write_case(
     mode: StitchMode,
     n_classes: int,
     lesion_classes: tuple[int, ...],
+    min_lesion_ml: float,
     pred: np.ndarray,
 ) -> tuple[str, int, int]:
-    """Stitch every slice, undo the reorientation exactly, find lesions, write the case."""
+    """Stitch every slice, undo the reorientation exactly, find lesions (dropping those under
+    ``min_lesion_ml``), write the case."""
     ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
     n = len(ids)
     n_slices = pred.shape[0] // n
@@ -118,6 +120,7 @@ def stitch_write_case(
         labels_ras[:, :, k] = out[0] if labels_in else labels_from_scores(out)
     mask = np.ascontiguousarray(info.orientation.from_ras(labels_ras))
     lesion_ids, count = label_lesions(mask, lesion_classes)
+    mask, lesion_ids, count = drop_small_lesions(mask, lesion_ids, count, info.voxel_ml, min_lesion_ml)
     table = lesion_table(lesion_ids, count, np.asarray(info.affine), info.voxel_ml)
     write_volume(store, info.name, mask, lesion_ids)
     stats = {"patches": int(pred.shape[0]), "lesions": {k: v.tolist() for k, v in table.items()}}

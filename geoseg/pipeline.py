@@ -239,6 +239,18 @@ def plan_case(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: s
     return CasePlan(info.name, info, grid, ras[2], context, pending, fp)
 
 
+def _min_lesion_ml(card: ModelCard) -> float:
+    """The card's ``min_lesion_ml`` param: volume lesions smaller than this are removed (0: none)."""
+    value = card.params.get("min_lesion_ml", 0.0)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = -1.0
+    if not out >= 0:
+        raise SpecError(f"model {card.name!r}: param min_lesion_ml={value!r} must be a number >= 0 (mL)")
+    return out
+
+
 def _finish_case(store: Path, plan: CasePlan) -> int:
     """Driver, after the case's block: write its lesion table (kept in the marker for resumes)."""
     stats = json.loads((Path(store) / ".geoseg" / plan.name / "done" / CASE_BLOCK).read_text())
@@ -357,6 +369,7 @@ def _execute(
     read_vol = ray.remote(read_case).options(**task_opts)
     stitch_vol = ray.remote(stitch_write_case).options(**task_opts)
     lesion_classes = tuple(range(1, card.n_classes))
+    min_lesion_ml = _min_lesion_ml(card)
     limit = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * workers + 2))
     store = str(spec.output)
     total = sum(p.pending_patches for p in plans)
@@ -389,7 +402,9 @@ def _execute(
                 patches_ref = read_vol.remote(plan.info, plan.grid, plan.context)
                 pred = actors[turn % workers].predict.remote(patches_ref, plan.name, labels_only)
                 turn += 1
-                ref = stitch_vol.remote(store, plan.info, plan.grid, spec.stitch, card.n_classes, lesion_classes, pred)
+                ref = stitch_vol.remote(
+                    store, plan.info, plan.grid, spec.stitch, card.n_classes, lesion_classes, min_lesion_ml, pred
+                )
                 inflight[ref] = plan.name
                 continue
             deps = _dependencies(plan, spec.stitch)
@@ -448,6 +463,7 @@ def run_job(spec: JobSpec) -> JobReport:
     t0 = time.perf_counter()
     model_spec = spec.model.to_model_spec()
     model, card = load_model(model_spec)  # fails here, once, on a bad model: before any output exists
+    _min_lesion_ml(card)
     spec.tiling.resolve(card.patch_px)  # a tiling that does not fit the patch fails the spec, once
     init_ray(spec.ray_address)
     _, _, _, kind = _ray_options(spec)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import zarr
 
+from geoseg.errors import SpecError
 from geoseg.pipeline import run_job
 from geoseg.sinks import export_nifti, read_table
 from geoseg.spec import parse_spec
@@ -123,6 +124,34 @@ def test_four_d_input_and_lesion_table(tmp_path: Path, threshold_model: Path) ->
     assert table["voxels"].sum() == (truth > 0).sum()
     assert table["volume_ml"][big] == pytest.approx(table["voxels"][big] * 8 / 1000)  # 2 mm isotropic voxels
     assert g.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 2.0, 2.0]
+
+
+def test_min_lesion_ml_drops_small_components_from_mask_ids_and_table(tmp_path: Path, threshold_model: Path) -> None:
+    from scipy import ndimage
+
+    case = _write_case(tmp_path / "c", np.diag([2.0, 2.0, 2.0, 1.0]), (40, 40, 30), seed=3)
+    out = tmp_path / "o.zarr"
+    model = threshold_model  # its card has no min_lesion_ml: the job's params may still set it
+    spec = {"inputs": [str(case)], "output": str(out), "progress": False}
+    spec["model"] = {"file": str(model), "params": {"min_lesion_ml": 0.1}}  # 0.1 mL = 12.5 voxels of 8 uL
+    assert run_job(parse_spec(spec)).ok
+    truth = _direct_threshold(case)
+    comp, n = ndimage.label(truth > 0, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(comp.ravel())
+    small = sizes * 0.008 < 0.1
+    small[0] = False
+    assert small.any() and (~small[1:]).any(), "the case must hold both kinds of component"
+    expected = np.where(small[comp], 0, truth)
+    g = zarr.open_group(str(out), path="c", mode="r")
+    assert np.array_equal(g["mask"][:], expected)
+    table = read_table(out, "c", "lesions")
+    assert len(table["lesion_id"]) == int((~small[1:]).sum()) == g["lesion_id"][:].max()
+    assert table["volume_ml"].min() >= 0.1 and table["voxels"].sum() == (expected > 0).sum()
+    assert np.array_equal(g["lesion_id"][:] > 0, expected > 0)
+    bad = {**spec, "output": str(tmp_path / "bad.zarr"), "model": {"file": str(model), "params": {"min_lesion_ml": -1}}}
+    with pytest.raises(SpecError, match="min_lesion_ml=-1 must be a number >= 0"):
+        run_job(parse_spec(bad))
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 def test_bad_cases_are_reported_and_the_good_one_finishes(tmp_path: Path, threshold_model: Path) -> None:

@@ -21,6 +21,7 @@ from geoseg.errors import ModelError
 
 from ._card import ModelCard
 from ._checkpoint import archive_kind, first_line, load_state, read_checkpoint, require_file
+from ._params import OUTPUT_PARAMS
 from ._registry import build_model, registered_model
 
 __all__ = ["ModelSpec", "load_model", "card_path_beside"]
@@ -116,7 +117,7 @@ def _load_checkpoint(spec: ModelSpec, path: Path) -> tuple[nn.Module, ModelCard]
 
 def _load_program(spec: ModelSpec, path: Path) -> tuple[nn.Module, ModelCard]:
     require_file(path, "model.file")
-    extra = sorted(set(spec.params) - {"bands"})
+    extra = sorted(set(spec.params) - {"bands"} - OUTPUT_PARAMS)
     if extra:
         raise ModelError(f"model.file {path} is compiled, so params {extra} cannot change it: drop them")
     card = _explicit_card(spec) or _card_beside(path, "model.file", "a compiled program")
@@ -190,7 +191,7 @@ def _check_architecture(spec: ModelSpec, card: ModelCard, source: str) -> None:
 def _with_params(card: ModelCard, params: Mapping[str, Any]) -> ModelCard:
     """``card`` with ``params`` applied: ``bands`` replaces bands, other keys the card's params."""
     others = {k: v for k, v in params.items() if k != "bands"}
-    unknown = sorted(set(others) - set(card.params))
+    unknown = sorted(set(others) - set(card.params) - OUTPUT_PARAMS)
     if unknown:
         raise ModelError(
             f"model {card.name!r} has no params {unknown}: it takes bands" + "".join(f", {k}" for k in card.params)

@@ -9,7 +9,11 @@ from geoseg.errors import ModelError
 
 from ._card import ModelCard
 
-__all__ = ["card_params"]
+__all__ = ["OUTPUT_PARAMS", "card_params"]
+
+OUTPUT_PARAMS = frozenset({"min_lesion_ml"})
+"""Params any card may carry (and a job may override) that act on the output, not the network:
+``min_lesion_ml``, volume jobs drop mask components smaller than this many millilitres."""
 
 
 def card_params(card: ModelCard, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -22,7 +26,7 @@ def card_params(card: ModelCard, defaults: Mapping[str, Any]) -> dict[str, Any]:
     >>> card_params(card, {"base_channels": 32, "depth": 4})
     {'base_channels': 32, 'depth': 3}
     """
-    unknown = sorted(set(card.params) - set(defaults))
+    unknown = sorted(set(card.params) - set(defaults) - OUTPUT_PARAMS)
     if unknown:
         known = ", ".join(defaults) or "none"
         raise ModelError(
