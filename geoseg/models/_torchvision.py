@@ -1,4 +1,8 @@
-"""torchvision segmentation architectures, random init, returning the logits tensor."""
+"""torchvision segmentation architectures, random init, returning the logits tensor.
+
+torchvision is imported when one of these models is built, not with geoseg.models: the import
+takes about 2 s, which every CLI start and every model actor paid before.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.models import segmentation as tvseg
 
 from geoseg.errors import ModelError
 
@@ -16,14 +19,21 @@ from ._params import card_params
 
 __all__ = ["TORCHVISION_ARCHITECTURES", "TorchvisionSegmentation", "build_torchvision", "torchvision_card"]
 
-TORCHVISION_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "fcn_resnet50": tvseg.fcn_resnet50,
-    "fcn_resnet101": tvseg.fcn_resnet101,
-    "deeplabv3_resnet50": tvseg.deeplabv3_resnet50,
-    "deeplabv3_resnet101": tvseg.deeplabv3_resnet101,
-    "deeplabv3_mobilenet_v3_large": tvseg.deeplabv3_mobilenet_v3_large,
-    "lraspp_mobilenet_v3_large": tvseg.lraspp_mobilenet_v3_large,
-}
+TORCHVISION_ARCHITECTURES: tuple[str, ...] = (
+    "fcn_resnet50",
+    "fcn_resnet101",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+)
+"""Names of the ``torchvision.models.segmentation`` builders geoseg wraps."""
+
+
+def _builder(architecture: str) -> Callable[..., nn.Module]:
+    from torchvision.models import segmentation  # noqa: PLC0415  (slow import, done on first build)
+
+    return getattr(segmentation, architecture)
 
 
 class TorchvisionSegmentation(nn.Module):
@@ -42,7 +52,9 @@ class TorchvisionSegmentation(nn.Module):
         self.backbone = model.backbone
         self.classifier = model.classifier
         # LR-ASPP's head reads every backbone feature; FCN and DeepLabV3 read only "out".
-        self.head_takes_all_features = isinstance(model, tvseg.LRASPP)
+        from torchvision.models.segmentation import LRASPP  # noqa: PLC0415
+
+        self.head_takes_all_features = isinstance(model, LRASPP)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
@@ -78,13 +90,12 @@ def build_torchvision(card: ModelCard) -> TorchvisionSegmentation:
     ``len(card.bands)`` input channels (the first conv is replaced when it is not 3) and
     ``len(card.classes)`` output channels. Cards take no params for these architectures.
     """
-    try:
-        builder = TORCHVISION_ARCHITECTURES[card.architecture]
-    except KeyError:
+    if card.architecture not in TORCHVISION_ARCHITECTURES:
         raise ModelError(
             f"architecture {card.architecture!r} is not a torchvision one: use one of "
             f"{', '.join(TORCHVISION_ARCHITECTURES)}"
-        ) from None
+        )
+    builder = _builder(card.architecture)
     card_params(card, {})
     model = builder(weights=None, weights_backbone=None, num_classes=len(card.classes), aux_loss=False)
     if len(card.bands) != 3:

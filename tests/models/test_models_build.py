@@ -60,7 +60,7 @@ def test_torchvision_builds_with_4_bands_3_classes(architecture: str) -> None:
 @pytest.mark.parametrize("architecture", ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
 def test_wrapper_equals_torchvision_forward_and_keeps_its_keys(architecture: str) -> None:
     torch.manual_seed(0)
-    tv = TORCHVISION_ARCHITECTURES[architecture](weights=None, weights_backbone=None, num_classes=2, aux_loss=False)
+    tv = getattr(tvseg, architecture)(weights=None, weights_backbone=None, num_classes=2, aux_loss=False)
     tv.eval()
     wrapped = TorchvisionSegmentation(tv)
     x = torch.randn(1, 3, 48, 64)
