@@ -30,7 +30,7 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--card", metavar="PATH", help="model card YAML for a bare checkpoint or a model file")
     p.add_argument("--model-file", metavar="PATH", help="TorchScript (.pt) or torch.export (.pt2) model file")
     p.add_argument("--workers", type=int, metavar="N", help="model actors (default: one per GPU, else 1)")
-    p.add_argument("--block-size", type=int, dest="block_px", metavar="PX", help="block edge in pixels (default 2048)")
+    p.add_argument("--block-size", type=int, dest="block_px", metavar="PX", help="block edge in pixels (default 1792)")
     p.add_argument("--stitch", choices=["crop", "gaussian"], help="how patches are merged (default crop)")
     p.add_argument("--overlap", type=int, dest="overlap_px", metavar="PX", help="patch overlap in pixels (default 32)")
     p.add_argument("--patch-size", type=int, dest="patch_px", metavar="PX", help="patch edge (default: model card's)")

@@ -64,7 +64,7 @@ class JobSpec(_Frozen):
     model: ModelSection
     tiling: TilingSection = TilingSection()
     stitch: Literal["crop", "gaussian"] = "crop"
-    block_px: int = Field(default=2048, ge=1)
+    block_px: int = Field(default=1792, ge=1)  # 4 default chunks: 8 x 8 cores = 4 whole batches of 16
     workers: int | None = Field(default=None, ge=1, description="model actors; default one per GPU, else 1")
     cpus_per_worker: float = Field(default=1.0, gt=0)
     threads_per_worker: int | None = Field(default=None, ge=1)
