@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--model", default="mri-tumour")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--warm-runs", type=int, default=1, help="geoseg runs after the cold one (actors reused)")
+    ap.add_argument("--threads-per-worker", type=int, help="the spec's threads_per_worker (default geoseg's)")
     args = ap.parse_args()
     cases = sorted(p for p in args.data.glob("brats_*") if p.is_dir())
     if not cases:
@@ -71,10 +73,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
     try:
         runs = {}
-        for label in ("geoseg (cold: actor start + weights)", "geoseg (warm actors)"):
+        labels = ["geoseg (cold: actor start + weights)"]
+        labels += [f"geoseg (warm actors, run {i + 1})" for i in range(args.warm_runs)]
+        extra = {"threads_per_worker": args.threads_per_worker} if args.threads_per_worker else {}
+        for label in labels:
             out = scratch / f"{len(runs)}.zarr"
             spec = parse_spec({"inputs": [str(c) for c in cases], "output": str(out), "model": model_cfg,
-                               "progress": False, "tiling": {"overlap_px": args.overlap}})  # fmt: skip
+                               "progress": False, "tiling": {"overlap_px": args.overlap}, **extra})  # fmt: skip
             t = time.perf_counter()
             report = run_job(spec)
             runs[label] = time.perf_counter() - t

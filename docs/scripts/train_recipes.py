@@ -103,6 +103,31 @@ VARIANTS["core2_int60_context1"] = {
     "model": {"context_slices": 1},
 }
 
+INT40 = {"intensity_scale": 0.4, "intensity_shift": 0.4}
+VARIANTS.update(
+    {
+        "core2_int40_seed2": {"optimisation": CORE2, "augmentation": INT40, "seed": 2},
+        "int40_norot90": {"optimisation": CORE2, "augmentation": {**INT40, "rot90_prob": 0.0}},
+        "int40_norot90_noelastic": {
+            "optimisation": CORE2,
+            "augmentation": {**INT40, "rot90_prob": 0.0, "elastic_px": 0.0},
+        },
+        "int40_depth5_base12": {
+            "optimisation": CORE2,
+            "augmentation": INT40,
+            "model": {"depth": 5, "base_channels": 12},
+        },
+        "int40_tf90": {"optimisation": {**CORE2, "tumour_fraction": 0.9}, "augmentation": INT40},
+        "int40_crop160": {"optimisation": {**CORE2, "crop_px": 160}, "augmentation": INT40},
+        "int40_2048x15": {
+            "optimisation": {**CORE2, "samples_per_epoch": 2048},
+            "augmentation": INT40,
+            "epochs_factor": 0.5,
+        },
+        "int40_ema995": {"optimisation": {**CORE2, "ema": 0.995}, "augmentation": INT40},
+    }
+)
+
 
 def merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
@@ -156,7 +181,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     procs = {}
     for name in names:
-        spec = merge(base, VARIANTS[name])
+        variant = dict(VARIANTS[name])
+        factor = variant.pop("epochs_factor", 1.0)
+        spec = merge(base, variant)
+        spec["optimisation"]["epochs"] = max(1, round(args.epochs * factor))
         spec["output"] = str((args.out / name).resolve())
         spec["resume"] = False
         spec_path = args.out / f"{name}.yaml"
