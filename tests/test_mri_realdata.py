@@ -46,8 +46,10 @@ def test_validation_dice_and_raw_scans(tmp_path: Path) -> None:
     _run([case, raw], out)
     scores = {s.name: s for s in evaluate_store(str(out), "*OTMultiClass*", dict(BRATS_LABEL_MAP))}
     d = scores[CASE].dice
-    # measured 2026-11-22: 0.8962 / 0.6477 / 0.7283 (goals 0.90 / 0.70 / 0.75 not met; see the model card)
-    assert d["whole_tumour"] >= 0.88 and d["tumour_core"] >= 0.62 and d["enhancing"] >= 0.70, d
+    # measured 2026-11-22 (geoseg run + evaluate): 0.9062 / 0.6323 / 0.7652; goals 0.90 / 0.70 / 0.75,
+    # tumour core not met (see the model card). The margins only absorb float and thread-order noise.
+    assert d["whole_tumour"] >= 0.90 and d["tumour_core"] >= 0.62 and d["enhancing"] >= 0.75, d
+    assert scores[CASE].lesions.false_positive == 0  # components under 0.5 mL are dropped (card's min_lesion_ml)
     raw_wt = scores["raw_pat0004"].dice["whole_tumour"]
     assert abs(raw_wt - d["whole_tumour"]) <= 0.02, (raw_wt, d["whole_tumour"])
     assert scores[CASE].lesions.detected >= 1

@@ -31,14 +31,15 @@ MRI_TUMOUR_CARD = ModelCard(
     bands=("flair", "t1c"),
     normalisation=Normalisation("zscore_foreground"),
     patch_px=256,
-    params={"base_channels": 16, "depth": 4},
+    params={"base_channels": 16, "depth": 4, "min_lesion_ml": 0.5},
     description=(
         "2-D U-Net (base_channels 16, depth 4) segmenting glioma sub-regions on axial FLAIR + T1c "
-        "slices, z-scored over the brain. Trained on 4 BraTS 2013 cases (pat0001, pat0002, "
-        "pat0003, pat0005; jobs/train_mri_tumour.yaml); epoch 5 of 14 chosen by validation Dice "
-        "on pat0004: whole tumour 0.896, tumour core 0.648, enhancing 0.728 (float16 weights; no "
-        "independent test case). Weak on non-enhancing tumour/necrosis. Research use only, not "
-        "for clinical use; see mri-tumour.card.md."
+        "slices, z-scored over the brain. Trained on the CPU on 4 BraTS 2013 cases (pat0001, "
+        "pat0002, pat0003, pat0005; jobs/train_mri_tumour.yaml); epoch 11 of 30 (weight moving "
+        "average) chosen by validation Dice on pat0004: whole tumour 0.906, tumour core 0.632, "
+        "enhancing 0.765 with geoseg's removal of components under 0.5 mL (float16 weights; no "
+        "independent test case). Weak on non-enhancing tumour/necrosis, which it often calls "
+        "oedema. Research use only, not for clinical use; see mri-tumour.card.md."
     ),
     licence="CC BY-NC-SA 3.0 (trained on BraTS 2013/2015 data)",
 )
