@@ -91,6 +91,8 @@ class Predictor:
         else:
             self._offset = self._scale = None
         self.counts: Counter[str] = Counter()
+        self.zero_patches = 0  # answered from the zero-patch cache, not forwarded again
+        self._zero_cache: dict[tuple[tuple[int, ...], bool], np.ndarray] = {}
 
     @property
     def in_channels(self) -> int:
@@ -103,6 +105,11 @@ class Predictor:
 
         With ``labels_only``, (N, 1, P, P) uint8 argmax labels instead: all that ``crop``
         stitching of a mask needs, at a fraction of the bytes to ship.
+
+        Patches whose pixels are all 0 (the background of a normalised MRI slice, the
+        zero-filled edge of a scene) are not sent through the model again: they get the answer
+        computed once for a zero patch in a batch of the same fixed shape, which is what a
+        forward pass gives any zero patch. Every patch is still answered, and counted, once.
         """
         n = patches.shape[0]
         if patches.ndim != 4 or patches.shape[1] != self.in_channels:
@@ -111,6 +118,21 @@ class Predictor:
                 f"got patches of shape {patches.shape}; check the input bands"
             )
         self.counts[tag] += n
+        zero = ~patches.reshape(n, -1).any(axis=1)  # NaN counts as non-zero
+        if not zero.any():
+            return self._forward(patches, labels_only)
+        self.zero_patches += int(zero.sum())
+        k_out = 1 if labels_only else self.card.n_classes
+        out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
+        out[zero] = self._zero_answer(patches.shape[1:], labels_only)
+        if not zero.all():
+            out[~zero] = self._forward(patches[~zero], labels_only)
+        return out
+
+    @torch.inference_mode()
+    def _forward(self, patches: np.ndarray, labels_only: bool) -> np.ndarray:
+        """The model on every patch, in batches of exactly ``batch_size`` (the last one zero-padded)."""
+        n = patches.shape[0]
         k_out = 1 if labels_only else self.card.n_classes
         out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
         b = self.batch_size
@@ -135,6 +157,13 @@ class Predictor:
             else:
                 out[k : k + m] = probs.cpu().numpy()
         return out
+
+    def _zero_answer(self, shape: tuple[int, ...], labels_only: bool) -> np.ndarray:
+        """The output for an all-zero patch of ``shape`` (C, P, P), computed once per shape."""
+        key = (tuple(shape), labels_only)
+        if key not in self._zero_cache:
+            self._zero_cache[key] = self._forward(np.zeros((1, *shape), np.float32), labels_only)[0]
+        return self._zero_cache[key]
 
     def take_counts(self) -> dict[str, int]:
         """Patches forwarded per tag since the last call (and reset)."""

@@ -1,0 +1,71 @@
+"""geoseg.infer.Predictor: fixed batch shape, zero patches answered from one forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geoseg.infer import Predictor
+from geoseg.models import ModelCard, ModelSpec, Normalisation, build_model, save_checkpoint
+
+UNET = ModelCard(
+    name="unet-test",
+    architecture="unet",
+    classes=("a", "b", "c"),
+    bands=("B02", "B03"),
+    normalisation=Normalisation("affine", (100.0, 50.0), (30.0, 20.0)),
+    patch_px=32,
+    params={"base_channels": 4, "depth": 2},
+)
+
+
+@pytest.fixture
+def unet(tmp_path: Path) -> ModelSpec:
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "u.pt", build_model(UNET), UNET)
+    return ModelSpec(checkpoint=tmp_path / "u.pt")
+
+
+def _patches(n: int, zero_rows: list[int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, 2, 32, 32)) * 200).astype(np.float32)
+    x[zero_rows] = 0
+    return x
+
+
+@pytest.mark.parametrize("labels_only", [False, True])
+def test_zero_patches_get_exactly_the_forward_pass_answer(unet: ModelSpec, labels_only: bool) -> None:
+    pred = Predictor(unet, batch_size=4, device="cpu")
+    x = _patches(11, [0, 3, 4, 10])
+    got = pred(x, tag="s", labels_only=labels_only)
+    full = pred._forward(x, labels_only)  # every patch through the model, zero ones too
+    assert np.array_equal(got, full)
+    assert pred.take_counts() == {"s": 11} and pred.zero_patches == 4
+    # a zero patch's answer does not depend on where it sits in its batch
+    for row in range(4):
+        batch = _patches(4, [row], seed=row + 1)
+        assert np.array_equal(pred._forward(batch, labels_only)[row], got[0])
+
+
+def test_zero_patches_skip_the_model(unet: ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    pred = Predictor(unet, batch_size=4, device="cpu")
+    calls = []
+    real = pred.model.forward
+    monkeypatch.setattr(pred.model, "forward", lambda x: calls.append(x.shape[0]) or real(x))
+    pred(_patches(8, list(range(8))))  # all zero: one batch, for the cached answer
+    assert calls == [4]
+    pred(_patches(8, [1, 2, 5, 6]))  # 4 non-zero patches: one batch; the zero answer is cached
+    assert calls == [4, 4]
+    pred(_patches(3, []), labels_only=True)  # nothing zero: as before
+    assert calls == [4, 4, 4] and pred.zero_patches == 12
+
+
+def test_nan_patches_are_not_zero(unet: ModelSpec) -> None:
+    pred = Predictor(unet, batch_size=4, device="cpu")
+    x = _patches(2, [0, 1])
+    x[1, 0, 0, 0] = np.nan
+    got = pred(x)
+    assert pred.zero_patches == 1 and np.isnan(got[1]).any() and not np.isnan(got[0]).any()
