@@ -118,6 +118,8 @@ class Predictor:
                 f"got patches of shape {patches.shape}; check the input bands"
             )
         self.counts[tag] += n
+        if n == 0:
+            return self._forward(patches, labels_only)
         zero = ~patches.reshape(n, -1).any(axis=1)  # NaN counts as non-zero
         if not zero.any():
             return self._forward(patches, labels_only)

@@ -63,6 +63,12 @@ def test_zero_patches_skip_the_model(unet: ModelSpec, monkeypatch: pytest.Monkey
     assert calls == [4, 4, 4] and pred.zero_patches == 12
 
 
+def test_no_patches_give_an_empty_answer(unet: ModelSpec) -> None:
+    pred = Predictor(unet, batch_size=4, device="cpu")
+    assert pred(np.zeros((0, 2, 32, 32), np.float32)).shape == (0, 3, 32, 32)
+    assert pred(np.zeros((0, 2, 32, 32), np.float32), labels_only=True).shape == (0, 1, 32, 32)
+
+
 def test_nan_patches_are_not_zero(unet: ModelSpec) -> None:
     pred = Predictor(unet, batch_size=4, device="cpu")
     x = _patches(2, [0, 1])
