@@ -22,5 +22,8 @@ class ModelActor:
     def take_counts(self) -> dict[str, int]:
         return self.predictor.take_counts()
 
+    def take_zero_counts(self) -> dict[str, int]:
+        return self.predictor.take_zero_counts()
+
     def describe(self) -> str:
         return str(self.predictor.device)

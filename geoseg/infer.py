@@ -92,6 +92,7 @@ class Predictor:
             self._offset = self._scale = None
         self.counts: Counter[str] = Counter()
         self.zero_patches = 0  # answered from the zero-patch cache, not forwarded again
+        self.zero_counts: Counter[str] = Counter()
         self._zero_cache: dict[tuple[tuple[int, ...], bool], np.ndarray] = {}
 
     @property
@@ -124,6 +125,7 @@ class Predictor:
         if not zero.any():
             return self._forward(patches, labels_only)
         self.zero_patches += int(zero.sum())
+        self.zero_counts[tag] += int(zero.sum())
         k_out = 1 if labels_only else self.card.n_classes
         out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
         out[zero] = self._zero_answer(patches.shape[1:], labels_only)
@@ -168,6 +170,11 @@ class Predictor:
         return self._zero_cache[key]
 
     def take_counts(self) -> dict[str, int]:
-        """Patches forwarded per tag since the last call (and reset)."""
+        """Patches answered per tag since the last call (and reset)."""
         counts, self.counts = dict(self.counts), Counter()
+        return counts
+
+    def take_zero_counts(self) -> dict[str, int]:
+        """Of those, the all-zero patches answered from the cache, per tag (and reset)."""
+        counts, self.zero_counts = dict(self.zero_counts), Counter()
         return counts

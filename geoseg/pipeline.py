@@ -99,7 +99,8 @@ class SceneResult:
     error: str = ""
     grid_patches: int = 0
     patches_needed: int = 0
-    patches_forwarded: int = 0
+    patches_forwarded: int = 0  # answered by the model, each grid patch once
+    patches_zero: int = 0  # of those, all-zero patches answered from the actor's one cached pass
     blocks_total: int = 0
     blocks_run: int = 0
     seconds: float = 0.0
@@ -132,6 +133,7 @@ class JobReport:
                 lines.append(
                     f"{s.name}: complete, {s.blocks_run}/{s.blocks_total} blocks run, inference "
                     f"{s.patches_forwarded}/{s.patches_needed} patches = {s.inference_ratio:.2f}"
+                    + (f" ({s.patches_zero} all-zero, from one cached pass)" if s.patches_zero else "")
                 )
             else:
                 lines.append(f"{s.path}: {s.status}: {s.error}")
@@ -444,6 +446,9 @@ def _execute(
         for counts in ray.get([a.take_counts.remote() for a in actors]):
             for scene, n in counts.items():
                 results[scene].patches_forwarded += n
+        for counts in ray.get([a.take_zero_counts.remote() for a in actors]):
+            for scene, n in counts.items():
+                results[scene].patches_zero += n
         report.run_seconds = time.perf_counter() - t_run
     except BaseException:
         release_workers()  # queued calls of a failed job must not linger in a reused pool
@@ -509,7 +514,7 @@ def run_job(spec: JobSpec) -> JobReport:
         if missing:
             res.status, res.error = "failed", f"{len(missing)} blocks unfinished (e.g. {missing[0]}); rerun to resume"
             continue
-        extra: dict[str, Any] = {"grid_patches": res.grid_patches, "patches_forwarded": res.patches_forwarded, "blocks": len(names)}
+        extra: dict[str, Any] = {"grid_patches": res.grid_patches, "patches_forwarded": res.patches_forwarded, "patches_zero": res.patches_zero, "blocks": len(names)}
         if isinstance(plan, CasePlan):
             extra["lesions"] = _finish_case(spec.output, plan)
         complete_group(spec.output, plan.name, extra)

@@ -113,7 +113,12 @@ def test_orientation_zoo_matches_direct_threshold(tmp_path: Path, threshold_mode
 def test_four_d_input_and_lesion_table(tmp_path: Path, threshold_model: Path) -> None:
     case = _write_case(tmp_path / "c4", np.diag([2.0, 2.0, 2.0, 1.0]), (40, 40, 30), seed=3, four_d=True)
     out = tmp_path / "o.zarr"
-    assert run_job(parse_spec({"inputs": [str(case)], "output": str(out), "model": {"file": str(threshold_model)}, "progress": False})).ok
+    report = run_job(parse_spec({"inputs": [str(case)], "output": str(out), "model": {"file": str(threshold_model)}, "progress": False}))
+    assert report.ok
+    (res,) = report.scenes
+    # every patch answered once; the empty end slices (background 0 after normalisation) share one pass
+    assert res.patches_forwarded == res.grid_patches and 0 < res.patches_zero < res.grid_patches
+    assert f"({res.patches_zero} all-zero, from one cached pass)" in report.summary()
     truth = _direct_threshold(case)
     g = zarr.open_group(str(out), path="case", mode="r")
     assert np.array_equal(g["mask"][:], truth)
