@@ -6,8 +6,26 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geoseg.models import ModelCard
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def unet_bench_card() -> ModelCard:
+    """The benchmarks' U-Net: base 32, depth 4, 4 bands scaled around 1000, 2 classes, random weights."""
+    from geoseg.models import ModelCard, Normalisation
+
+    return ModelCard(
+        name="unet-bench",
+        architecture="unet",
+        classes=("a", "b"),
+        bands=("B02", "B03", "B04", "B08"),
+        normalisation=Normalisation("affine", (1000.0,) * 4, (1000.0,) * 4),
+        params={"base_channels": 32, "depth": 4},
+    )
 
 
 def git_state() -> str:

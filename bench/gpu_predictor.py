@@ -29,27 +29,20 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import unet_bench_card  # bench/ is sys.path[0] when run as a script
 from geoseg.evaluate import brats_regions, dice
 from geoseg.grid import Tiling
 from geoseg.infer import Predictor
 from geoseg.models import (
     ModelCard,
     ModelSpec,
-    Normalisation,
     build_model,
     load_model,
     model_card,
     save_checkpoint,
 )
 
-UNET_CARD = ModelCard(
-    name="unet-bench",
-    architecture="unet",
-    classes=("a", "b"),
-    bands=("B02", "B03", "B04", "B08"),
-    normalisation=Normalisation("affine", (1000.0,) * 4, (1000.0,) * 4),
-    params={"base_channels": 32, "depth": 4},
-)
+UNET_CARD = unet_bench_card()
 
 
 def timed(fn, reps: int) -> float:

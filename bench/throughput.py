@@ -41,25 +41,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from _common import git_state, scene_path  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+from _common import git_state, scene_path, unet_bench_card  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from geoseg.grid import Tiling, blocks, patch_grid  # noqa: E402
-from geoseg.models import ModelCard, ModelSpec, Normalisation, build_model, load_model, resolve_bands  # noqa: E402
+from geoseg.models import ModelSpec, build_model, load_model, resolve_bands  # noqa: E402
 from geoseg.models import save_checkpoint  # noqa: E402
 from geoseg.sources import open_raster, read_window  # noqa: E402
 from geoseg.stitch import extract_patches  # noqa: E402
 
-UNET_CARD = ModelCard(
-    name="unet-bench",
-    architecture="unet",
-    classes=("a", "b"),
-    bands=("B02", "B03", "B04", "B08"),
-    normalisation=Normalisation("affine", (1000.0,) * 4, (1000.0,) * 4),
-    params={"base_channels": 32, "depth": 4},
-)
+UNET_CARD = unet_bench_card()
 DEFAULT_SIZE = {"ndwi": 4096, "unet": 2048}
 BARE_BATCH = 16
 SPEC_KEYS = {  # spec fields a --variant may set, and how to read their values
