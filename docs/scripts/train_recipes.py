@@ -1,6 +1,7 @@
 """Compare training recipes for the mri-tumour model: one subprocess per variant, in parallel.
 
-Each variant is the spec jobs/train_mri_tumour.yaml with some fields overridden; every run
+Each variant is the spec jobs/train_mri_tumour.yaml as it was before the sweep (``OLD_RECIPE``
+puts back the fields the sweep changed) with some fields overridden; every run
 writes its history.json, and this script prints, per variant, the best epoch's Dice and the
 mean Dice of the last five epochs (less sensitive to the luck of one epoch).
 
@@ -26,6 +27,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "jobs" / "train_mri_tumour.yaml"
 REGIONS = [[1, 2, 3], [2, 3], [3]]
+
+OLD_RECIPE: dict = {  # jobs/train_mri_tumour.yaml before the sweep: the "base" every variant starts from
+    "augmentation": {"intensity_scale": 0.1, "intensity_shift": 0.1},
+    "optimisation": {"tumour_fraction": 0.67, "class_weights": None, "dice_regions": None, "ema": None},
+}
 
 VARIANTS: dict[str, dict] = {
     "base": {},
@@ -171,7 +177,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    base = yaml.safe_load(SPEC.read_text())
+    base = merge(yaml.safe_load(SPEC.read_text()), OLD_RECIPE)
     data = args.data.resolve()
     base["data"]["train"] = [str(data / Path(p).name) for p in base["data"]["train"]]
     base["data"]["validation"] = [str(data / Path(p).name) for p in base["data"]["validation"]]
