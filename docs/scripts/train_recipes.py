@@ -33,106 +33,74 @@ OLD_RECIPE: dict = {  # jobs/train_mri_tumour.yaml before the sweep: the "base" 
     "optimisation": {"tumour_fraction": 0.67, "class_weights": None, "dice_regions": None, "ema": None},
 }
 
+
+def intensity(scale: float, shift: float) -> dict:
+    return {"intensity_scale": scale, "intensity_shift": shift}
+
+
+BALANCED = {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}}  # region Dice, classes 1:1:1
+BALANCED_EMA = {**BALANCED, "ema": 0.99}
+CORE2 = {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 2, 3: 1}, "ema": 0.99, "tumour_fraction": 0.8}
+STRONG, INT40, INT60 = intensity(0.25, 0.25), intensity(0.4, 0.4), intensity(0.6, 0.6)
+
 VARIANTS: dict[str, dict] = {
+    # sweep 1: from the old recipe towards region Dice, class balance, intensity, EMA
     "base": {},
     "regions": {"optimisation": {"dice_regions": REGIONS}},
-    "regions_balanced": {"optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}}},
-    "rb_intensity": {
-        "optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}},
-        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
-    },
-    "rbi_ema": {
-        "optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}, "ema": 0.99},
-        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
-    },
+    "regions_balanced": {"optimisation": BALANCED},
+    "rb_intensity": {"optimisation": BALANCED, "augmentation": STRONG},
+    "rbi_ema": {"optimisation": BALANCED_EMA, "augmentation": STRONG},
     "rbi_ema_context1": {
-        "optimisation": {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 1, 3: 1}, "ema": 0.99},
-        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+        "optimisation": BALANCED_EMA,
+        "augmentation": STRONG,
         "model": {"context_slices": 1},
     },
-    "rbi_ema_crop192": {
-        "optimisation": {
-            "dice_regions": REGIONS,
-            "class_weights": {1: 1, 2: 1, 3: 1},
-            "ema": 0.99,
-            "crop_px": 192,
-        },
-        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+    "rbi_ema_crop192": {"optimisation": {**BALANCED_EMA, "crop_px": 192}, "augmentation": STRONG},
+    "rbi_ema_core2": {"optimisation": CORE2, "augmentation": STRONG},
+    # sweep 2: around core weight 2
+    "core2_seed1": {"optimisation": CORE2, "augmentation": STRONG, "seed": 1},
+    "core4": {"optimisation": {**CORE2, "class_weights": {1: 1, 2: 4, 3: 1}}, "augmentation": STRONG},
+    "core2_ce3": {"optimisation": {**CORE2, "ce_weights": [1, 1, 3, 1]}, "augmentation": STRONG},
+    "core2_context1": {"optimisation": CORE2, "augmentation": STRONG, "model": {"context_slices": 1}},
+    "core2_base24": {"optimisation": CORE2, "augmentation": STRONG, "model": {"base_channels": 24}},
+    "core2_int40": {"optimisation": CORE2, "augmentation": INT40},
+    "core2_lr1e3": {"optimisation": {**CORE2, "lr": 0.001}, "augmentation": STRONG},
+    "core2_ce3_context1": {
+        "optimisation": {**CORE2, "ce_weights": [1, 1, 3, 1]},
+        "augmentation": STRONG,
+        "model": {"context_slices": 1},
     },
-    "rbi_ema_core2": {
-        "optimisation": {
-            "dice_regions": REGIONS,
-            "class_weights": {1: 1, 2: 2, 3: 1},
-            "ema": 0.99,
-            "tumour_fraction": 0.8,
-        },
-        "augmentation": {"intensity_scale": 0.25, "intensity_shift": 0.25},
+    # sweep 3: intensity augmentation, two seeds each
+    "core2_int40_seed1": {"optimisation": CORE2, "augmentation": INT40, "seed": 1},
+    "core2_int60": {"optimisation": CORE2, "augmentation": INT60},
+    "core2_int60_seed1": {"optimisation": CORE2, "augmentation": INT60, "seed": 1},
+    "core2_int80": {"optimisation": CORE2, "augmentation": intensity(0.8, 0.8)},
+    "core2_int80_seed1": {"optimisation": CORE2, "augmentation": intensity(0.8, 0.8), "seed": 1},
+    "core2_int50s100": {"optimisation": CORE2, "augmentation": intensity(0.5, 1.0)},
+    "core2_int50s100_seed1": {"optimisation": CORE2, "augmentation": intensity(0.5, 1.0), "seed": 1},
+    "core2_int60_lr1e3": {"optimisation": {**CORE2, "lr": 0.001}, "augmentation": INT60},
+    "core2_int60_context1": {"optimisation": CORE2, "augmentation": INT60, "model": {"context_slices": 1}},
+    # sweep 4: around core2_int40
+    "core2_int40_seed2": {"optimisation": CORE2, "augmentation": INT40, "seed": 2},
+    "int40_norot90": {"optimisation": CORE2, "augmentation": {**INT40, "rot90_prob": 0.0}},
+    "int40_norot90_noelastic": {
+        "optimisation": CORE2,
+        "augmentation": {**INT40, "rot90_prob": 0.0, "elastic_px": 0.0},
     },
+    "int40_depth5_base12": {
+        "optimisation": CORE2,
+        "augmentation": INT40,
+        "model": {"depth": 5, "base_channels": 12},
+    },
+    "int40_tf90": {"optimisation": {**CORE2, "tumour_fraction": 0.9}, "augmentation": INT40},
+    "int40_crop160": {"optimisation": {**CORE2, "crop_px": 160}, "augmentation": INT40},
+    "int40_2048x15": {
+        "optimisation": {**CORE2, "samples_per_epoch": 2048},
+        "augmentation": INT40,
+        "epochs_factor": 0.5,
+    },
+    "int40_ema995": {"optimisation": {**CORE2, "ema": 0.995}, "augmentation": INT40},
 }
-CORE2 = {"dice_regions": REGIONS, "class_weights": {1: 1, 2: 2, 3: 1}, "ema": 0.99, "tumour_fraction": 0.8}
-STRONG = {"intensity_scale": 0.25, "intensity_shift": 0.25}
-VARIANTS.update(
-    {
-        "core2_seed1": {"optimisation": CORE2, "augmentation": STRONG, "seed": 1},
-        "core4": {"optimisation": {**CORE2, "class_weights": {1: 1, 2: 4, 3: 1}}, "augmentation": STRONG},
-        "core2_ce3": {"optimisation": {**CORE2, "ce_weights": [1, 1, 3, 1]}, "augmentation": STRONG},
-        "core2_context1": {"optimisation": CORE2, "augmentation": STRONG, "model": {"context_slices": 1}},
-        "core2_base24": {"optimisation": CORE2, "augmentation": STRONG, "model": {"base_channels": 24}},
-        "core2_int40": {
-            "optimisation": CORE2,
-            "augmentation": {"intensity_scale": 0.4, "intensity_shift": 0.4},
-        },
-        "core2_lr1e3": {"optimisation": {**CORE2, "lr": 0.001}, "augmentation": STRONG},
-        "core2_ce3_context1": {
-            "optimisation": {**CORE2, "ce_weights": [1, 1, 3, 1]},
-            "augmentation": STRONG,
-            "model": {"context_slices": 1},
-        },
-    }
-)
-for label, scale, shift in (
-    ("int40", 0.4, 0.4),
-    ("int60", 0.6, 0.6),
-    ("int80", 0.8, 0.8),
-    ("int50s100", 0.5, 1.0),
-):
-    aug = {"intensity_scale": scale, "intensity_shift": shift}
-    VARIANTS[f"core2_{label}"] = {"optimisation": CORE2, "augmentation": aug}
-    VARIANTS[f"core2_{label}_seed1"] = {"optimisation": CORE2, "augmentation": aug, "seed": 1}
-VARIANTS["core2_int60_lr1e3"] = {
-    "optimisation": {**CORE2, "lr": 0.001},
-    "augmentation": {"intensity_scale": 0.6, "intensity_shift": 0.6},
-}
-VARIANTS["core2_int60_context1"] = {
-    "optimisation": CORE2,
-    "augmentation": {"intensity_scale": 0.6, "intensity_shift": 0.6},
-    "model": {"context_slices": 1},
-}
-
-INT40 = {"intensity_scale": 0.4, "intensity_shift": 0.4}
-VARIANTS.update(
-    {
-        "core2_int40_seed2": {"optimisation": CORE2, "augmentation": INT40, "seed": 2},
-        "int40_norot90": {"optimisation": CORE2, "augmentation": {**INT40, "rot90_prob": 0.0}},
-        "int40_norot90_noelastic": {
-            "optimisation": CORE2,
-            "augmentation": {**INT40, "rot90_prob": 0.0, "elastic_px": 0.0},
-        },
-        "int40_depth5_base12": {
-            "optimisation": CORE2,
-            "augmentation": INT40,
-            "model": {"depth": 5, "base_channels": 12},
-        },
-        "int40_tf90": {"optimisation": {**CORE2, "tumour_fraction": 0.9}, "augmentation": INT40},
-        "int40_crop160": {"optimisation": {**CORE2, "crop_px": 160}, "augmentation": INT40},
-        "int40_2048x15": {
-            "optimisation": {**CORE2, "samples_per_epoch": 2048},
-            "augmentation": INT40,
-            "epochs_factor": 0.5,
-        },
-        "int40_ema995": {"optimisation": {**CORE2, "ema": 0.995}, "augmentation": INT40},
-    }
-)
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -199,8 +167,8 @@ def main() -> None:
             "import logging, sys; logging.basicConfig(level=logging.INFO);"
             "from geoseg.train import load_train_spec, train; train(load_train_spec(sys.argv[1]))"
         )
-        log = open(args.out / f"{name}.log", "w")
-        procs[name] = subprocess.Popen([sys.executable, "-c", code, str(spec_path)], stdout=log, stderr=log)
+        with open(args.out / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            procs[name] = subprocess.Popen([sys.executable, "-c", code, str(spec_path)], stdout=log, stderr=log)
     while any(p.poll() is None for p in procs.values()):
         time.sleep(10)
         (args.out / "summary.json").write_text(json.dumps(summarise(args.out, names), indent=1))
