@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -114,21 +114,38 @@ def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
     )
 
 
-def _explain(err: ValidationError, source: str) -> SpecError:
+def _section_of(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The model class that owns the last element of ``loc`` (a sub-section's, or ``root``)."""
+    owner = root
+    for part in loc[:-1]:
+        field = owner.model_fields.get(str(part))
+        if field is None:
+            break
+        models = [a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type)]
+        sub = next((a for a in models if issubclass(a, BaseModel)), None)
+        if sub is None:
+            break
+        owner = sub
+    return owner
+
+
+def explain_validation(err: ValidationError, source: str, root: type[BaseModel], hint: str) -> SpecError:
+    """One line for a pydantic error in a spec: ``SOURCE: FIELD.PATH: problem (and N more); HINT``.
+
+    An unknown field lists the fields its section knows; a bad value is quoted.
+    """
     first = err.errors()[0]
     where = ".".join(str(x) for x in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        section = {"model": ModelSection, "tiling": TilingSection}.get(str(first["loc"][0]), JobSpec)
-        owner = section if len(first["loc"]) > 1 else JobSpec
-        known = ", ".join(sorted(owner.model_fields))
+        known = ", ".join(sorted(_section_of(root, first["loc"]).model_fields))
         msg = f"is not a known field (fields: {known})"
     elif first["type"] == "missing":
         msg = "is required"
-    elif "input" in first and first["type"] not in ("value_error",):
+    elif "input" in first and first["type"] != "value_error":
         msg = f"{first['input']!r}: {msg}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return SpecError(f"{source}: {where}: {msg}{more}; see docs/spec.md")
+    return SpecError(f"{source}: {where}: {msg}{more}; {hint}")
 
 
 def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> JobSpec:
@@ -138,7 +155,7 @@ def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> Job
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
-        raise _explain(e, source) from None
+        raise explain_validation(e, source, JobSpec, "see docs/spec.md") from None
     return _rebase(spec, base or Path.cwd(), source)
 
 

@@ -207,9 +207,9 @@ def test_ema_is_an_exponential_average_of_the_weights() -> None:
 
 def test_spec_errors_name_the_field(tmp_path: Path) -> None:
     base = tiny_spec(tmp_path)
-    with pytest.raises(SpecError, match=r"optimisation\.lrate: is not a known field"):
+    with pytest.raises(SpecError, match=r"optimisation\.lrate: is not a known field \(fields: .*\blr\b.*\)"):
         parse_train_spec({**base, "optimisation": {"lrate": 1}})
-    with pytest.raises(SpecError, match=r"crop_px 18 is not a multiple of 4"):
+    with pytest.raises(SpecError, match=r"\(top level\): optimisation\.crop_px 18 is not a multiple of 4"):
         parse_train_spec({**base, "optimisation": {"crop_px": 18}})
     with pytest.raises(SpecError, match=r"label_map sends labels to classes \[7\]"):
         parse_train_spec({**base, "data": {**base["data"], "label_map": {0: 0, 1: 7}}})

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
-from geoseg.spec import read_yaml
+from geoseg.spec import explain_validation, read_yaml
 
 __all__ = [
     "BRATS_LABEL_MAP",
@@ -204,20 +204,6 @@ def _rebase(spec: TrainSpec, base: Path) -> TrainSpec:
     return spec.model_copy(update={"data": data, "output": fix(spec.output)})
 
 
-def _explain(err: ValidationError, source: str) -> SpecError:
-    first = err.errors()[0]
-    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "is not a known field"
-    elif first["type"] == "missing":
-        msg = "is required"
-    elif "input" in first and first["type"] != "value_error":
-        msg = f"{first['input']!r}: {msg}"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return SpecError(f"{source}: {where}: {msg}{more}; see jobs/train_mri_tumour.yaml for an example")
-
-
 def parse_train_spec(data: Any, source: str = "train spec", base: Path | None = None) -> TrainSpec:
     """Validate a mapping into a :class:`TrainSpec`; relative paths are resolved against ``base``.
 
@@ -233,7 +219,7 @@ def parse_train_spec(data: Any, source: str = "train spec", base: Path | None = 
     try:
         spec = TrainSpec.model_validate(data)
     except ValidationError as e:
-        raise _explain(e, source) from None
+        raise explain_validation(e, source, TrainSpec, "see jobs/train_mri_tumour.yaml for an example") from None
     return _rebase(spec, base or Path.cwd())
 
 
