@@ -11,11 +11,13 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from geoseg.errors import ModelError
 from geoseg.models import ModelCard, ModelSpec, load_model
 
-__all__ = ["Predictor", "Precision", "pick_device"]
+__all__ = ["Precision", "Predictor", "optimise_for_cpu", "pick_device"]
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -27,6 +29,44 @@ def pick_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} asked for, but this worker sees no CUDA GPU; use device: auto or cpu")
     return torch.device(device)
+
+
+def _fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d in an ``nn.Sequential`` into that
+    convolution (eval-mode statistics), leaving an ``nn.Identity`` in its place; how many."""
+    folded = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if (
+                type(conv) is nn.Conv2d
+                and type(bn) is nn.BatchNorm2d
+                and bn.running_mean is not None
+                and bn.running_var is not None
+            ):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+                folded += 1
+    return folded
+
+
+def optimise_for_cpu(model: nn.Module) -> bool:
+    """Make an eval-mode model faster on the CPU, in place: BatchNorm folded into the convolution
+    before it, weights in ``channels_last`` order. Feed it ``channels_last`` inputs.
+
+    Same function, different rounding: outputs move by about 1e-6. On this project's 2-core
+    machine it ran the U-Nets 1.6x and DeepLabV3-ResNet50 1.4x faster (bench/throughput.py,
+    docs/benchmarks.md). TorchScript and ``torch.export`` programs are left alone.
+
+    Returns:
+        True where the model was changed (and so wants ``channels_last`` inputs).
+    """
+    if not isinstance(model, nn.Module) or isinstance(model, (torch.jit.ScriptModule, torch.fx.GraphModule)):
+        return False
+    if model.training:
+        raise ModelError("optimise_for_cpu: the model is in training mode; call model.eval() first")
+    _fold_batchnorm(model)
+    model.to(memory_format=torch.channels_last)
+    return True
 
 
 def _first_argmax(probs: torch.Tensor) -> np.ndarray:
@@ -55,6 +95,8 @@ class Predictor:
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         precision: ``auto`` (fp32 on CPU, bf16/fp16 on GPU), ``fp32``, ``fp16`` or ``bf16``.
         threads: torch intra-op threads on the CPU (None leaves torch's choice).
+        optimise: on the CPU, run the model through :func:`optimise_for_cpu` (BatchNorm folded,
+            ``channels_last``); False runs it as loaded. Not applied on GPUs (not measured there).
     """
 
     def __init__(
@@ -64,6 +106,7 @@ class Predictor:
         device: str = "auto",
         precision: Precision = "auto",
         threads: int | None = None,
+        optimise: bool = True,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -74,6 +117,7 @@ class Predictor:
         except NotImplementedError:
             pass  # a torch.export program is a fixed graph: it has no train/eval switch
         self.model = model.to(self.device)
+        self.channels_last = optimise and self.device.type == "cpu" and optimise_for_cpu(self.model)
         self.card: ModelCard = card
         self.batch_size = batch_size
         self.autocast_dtype: torch.dtype | None = None
@@ -150,6 +194,8 @@ class Predictor:
                 x = torch.cat([x, x.new_zeros((b - m, *x.shape[1:]))])
             if self._offset is not None:
                 x = (x - self._offset) / self._scale
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             if self.autocast_dtype is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                     logits = self.model(x)

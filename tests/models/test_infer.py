@@ -1,4 +1,4 @@
-"""geoseg.infer.Predictor: fixed batch shape, zero patches answered from one forward pass."""
+"""geoseg.infer.Predictor: fixed batch shape, zero patches answered from one forward pass, CPU optimisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.infer import Predictor
+from geoseg.errors import ModelError
+from geoseg.infer import Predictor, optimise_for_cpu
 from geoseg.models import ModelCard, ModelSpec, Normalisation, build_model, save_checkpoint
 
 UNET = ModelCard(
@@ -75,3 +76,47 @@ def test_nan_patches_are_not_zero(unet: ModelSpec) -> None:
     x[1, 0, 0, 0] = np.nan
     got = pred(x)
     assert pred.zero_patches == 1 and np.isnan(got[1]).any() and not np.isnan(got[0]).any()
+
+
+def _unet_with_statistics(seed: int = 0) -> torch.nn.Module:
+    """The test U-Net in eval mode, its BatchNorms given non-trivial running statistics and affines."""
+    torch.manual_seed(seed)
+    model = build_model(UNET)
+    for bn in [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def test_optimise_for_cpu_folds_batchnorm_and_keeps_the_function() -> None:
+    model = _unet_with_statistics()
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(3, 2, 32, 32)
+    with torch.inference_mode():
+        before = model(x)
+    assert n_bn > 0 and optimise_for_cpu(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        after = model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_optimise_for_cpu_refuses_training_mode_and_leaves_scripts_alone() -> None:
+    model = _unet_with_statistics().train()
+    with pytest.raises(ModelError, match="training mode; call model.eval"):
+        optimise_for_cpu(model)
+    scripted = torch.jit.trace(_unet_with_statistics(), torch.zeros(1, 2, 32, 32))
+    assert not optimise_for_cpu(scripted)
+
+
+def test_predictor_optimised_agrees_with_the_model_as_loaded(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "s.pt", _unet_with_statistics(1), UNET)
+    spec = ModelSpec(checkpoint=tmp_path / "s.pt")
+    fast, plain = Predictor(spec, batch_size=4, device="cpu"), Predictor(spec, batch_size=4, device="cpu", optimise=False)
+    assert fast.channels_last and not plain.channels_last
+    x = _patches(6, [2])
+    np.testing.assert_allclose(fast(x), plain(x), rtol=1e-4, atol=1e-5)
