@@ -111,6 +111,8 @@ def test_optimise_for_cpu_refuses_training_mode_and_leaves_scripts_alone() -> No
         optimise_for_cpu(model)
     scripted = torch.jit.trace(_unet_with_statistics(), torch.zeros(1, 2, 32, 32))
     assert not optimise_for_cpu(scripted)
+    no_conv = torch.nn.Sequential(torch.nn.Identity())  # e.g. ndwi: nothing to gain, inputs stay as they are
+    assert not optimise_for_cpu(no_conv.eval())
 
 
 def test_predictor_optimised_agrees_with_the_model_as_loaded(tmp_path: Path) -> None:
