@@ -105,6 +105,7 @@ def test_optimise_for_cpu_folds_batchnorm_and_keeps_the_function() -> None:
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")  # TorchScript files are still accepted
 def test_optimise_for_cpu_refuses_training_mode_and_leaves_scripts_alone() -> None:
     model = _unet_with_statistics().train()
     with pytest.raises(ModelError, match="training mode; call model.eval"):
