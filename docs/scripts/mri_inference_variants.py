@@ -7,7 +7,8 @@ Prints the BraTS-region Dice on the validation case of jobs/train_mri_tumour.yam
 the packaged model alone, the mean of its softmax over the four flips of each slice, and, with
 ``--also``, the mean of its softmax and another checkpoint's (63611c0 is the first packaged
 model). Slice-wise inference as in validation (:func:`geoseg.train.predict_volume`), without
-the card's removal of components under ``min_lesion_ml``. Results: docs/mri.md.
+the card's removal of components under ``min_lesion_ml``. For the packaged model it also prints
+what each BraTS label of the case is predicted as. Results: docs/mri.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import argparse
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,11 +65,25 @@ def main() -> None:
         variants[f"mean with {args.also.name}"] = MeanSoftmax([model, other])
     context = int(card.params.get("context_slices", 0))
     print(f"{case.name}: Dice whole tumour / tumour core / enhancing")
+    preds = {}
     for name, net in variants.items():
         t0 = time.perf_counter()
-        pred = predict_volume(net.eval(), case.image, context, Tiling(card.patch_px), card.n_classes, 16)
-        scores = " / ".join(f"{dice(region, truth[k]):.3f}" for k, region in brats_regions(pred).items())
+        preds[name] = predict_volume(
+            net.eval(), case.image, context, Tiling(card.patch_px), card.n_classes, 16
+        )
+        scores = " / ".join(
+            f"{dice(region, truth[k]):.3f}" for k, region in brats_regions(preds[name]).items()
+        )
         print(f"  {name:32s} {scores}  ({time.perf_counter() - t0:.0f} s)")
+    label_file = next(Path(spec.data.validation[0]).glob(spec.data.labels))
+    raw = case.orientation.to_ras(np.asarray(nib.load(str(label_file)).dataobj).astype(np.int16))
+    print("packaged model: share of each BraTS label predicted as " + " / ".join(card.classes))
+    for label in sorted(int(v) for v in np.unique(raw) if v):
+        counts = np.bincount(preds["packaged model"][raw == label], minlength=card.n_classes)
+        print(
+            f"  BraTS {label} ({counts.sum()} voxels): "
+            + " / ".join(f"{c / counts.sum():.3f}" for c in counts)
+        )
 
 
 if __name__ == "__main__":
