@@ -19,6 +19,7 @@ from torch import nn
 from geoseg.errors import ModelError, SpecError
 from geoseg.evaluate import brats_regions, dice
 from geoseg.grid import Tiling
+from geoseg.infer import pick_device
 from geoseg.models import ModelCard, Normalisation, UNet, build_model, save_checkpoint
 
 from ._data import LabelledCase, load_labelled_case
@@ -138,11 +139,12 @@ def _scheduler(
 
 
 def _device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SpecError("optimisation.device is cuda, but torch sees no GPU; use auto or cpu")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
+    """``optimisation.device`` as inference picks it (:func:`geoseg.infer.pick_device`); a
+    missing GPU is an error of the training spec."""
+    try:
+        return pick_device(choice)
+    except ModelError:
+        raise SpecError("optimisation.device is cuda, but torch sees no GPU; use auto or cpu") from None
 
 
 class _EMA:
