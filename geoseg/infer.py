@@ -138,8 +138,7 @@ class Predictor:
         else:
             self._offset = self._scale = None
         self.counts: Counter[str] = Counter()
-        self.zero_patches = 0  # answered from the zero-patch cache, not forwarded again
-        self.zero_counts: Counter[str] = Counter()
+        self.zero_counts: Counter[str] = Counter()  # of counts: answered from the zero-patch cache
         self._zero_cache: dict[tuple[tuple[int, ...], bool], np.ndarray] = {}
 
     @property
@@ -171,7 +170,6 @@ class Predictor:
         zero = ~patches.reshape(n, -1).any(axis=1)  # NaN counts as non-zero
         if not zero.any():
             return self._forward(patches, labels_only)
-        self.zero_patches += int(zero.sum())
         self.zero_counts[tag] += int(zero.sum())
         k_out = 1 if labels_only else self.card.n_classes
         out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
