@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from _common import unet_bench_card  # bench/ is sys.path[0] when run as a script
 from geoseg.evaluate import brats_regions, dice
-from geoseg.grid import Tiling
+from geoseg.core.grid import Tiling
 from geoseg.infer import Predictor
 from geoseg.models import (
     ModelCard,

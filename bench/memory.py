@@ -112,7 +112,7 @@ def child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
     """One measurement: start Ray, run the ndwi job on one scene, report the peaks (as JSON)."""
     import ray  # noqa: PLC0415
 
-    from geoseg.grid import patch_grid  # noqa: PLC0415
+    from geoseg.core.grid import patch_grid  # noqa: PLC0415
     from geoseg.pipeline import release_workers, run_job  # noqa: PLC0415
     from geoseg.spec import parse_spec  # noqa: PLC0415
 

@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from geoseg.errors import GeosegError, InputError, ModelError, SourceError, SpecError, StoreError  # noqa: E402
-from geoseg.grid import Block, PatchGrid, Tiling, blocks, patch_grid  # noqa: E402
+from geoseg.core.grid import Block, PatchGrid, Tiling, blocks, patch_grid  # noqa: E402
 
 __all__ = [
     "__version__",

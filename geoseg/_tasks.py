@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.grid import Block, PatchGrid
-from geoseg.lesions import drop_small_lesions, label_lesions, lesion_table
+from geoseg.core.grid import Block, PatchGrid
+from geoseg.core.lesions import drop_small_lesions, label_lesions, lesion_table
 from geoseg.sinks import mark_block_done, write_block, write_volume
 from geoseg.sources import CaseInfo, RasterInfo, load_case, read_window
-from geoseg.stitch import NODATA_LABEL, CropMerger, StitchMode, extract_patches, labels_from_scores, make_merger
+from geoseg.core.stitch import NODATA_LABEL, CropMerger, StitchMode, extract_patches, labels_from_scores, make_merger
 
-from geoseg.volume import normalise_case, slice_stack
+from geoseg.core.volume import normalise_case, slice_stack
 
 __all__ = ["read_block", "stitch_write", "read_case", "stitch_write_case", "n_cores", "CASE_BLOCK"]
 

@@ -28,7 +28,7 @@ from geoseg import __version__
 from geoseg.errors import GeosegError, SpecError, StoreError
 from geoseg._actor import ModelActor
 from geoseg._tasks import CASE_BLOCK, n_cores, read_block, read_case, stitch_write, stitch_write_case
-from geoseg.grid import Block, PatchGrid, blocks, patch_grid
+from geoseg.core.grid import Block, PatchGrid, blocks, patch_grid
 from geoseg.models import ModelCard, load_model, resolve_bands
 from geoseg.sinks import (
     SceneLayout,
@@ -42,7 +42,7 @@ from geoseg.sinks import (
 )
 from geoseg.sources import CaseInfo, RasterInfo, open_case, open_raster
 from geoseg.spec import JobSpec
-from geoseg.stitch import StitchMode
+from geoseg.core.stitch import StitchMode
 
 __all__ = ["run_job", "release_workers", "init_ray", "JobReport", "SceneResult", "ScenePlan", "plan_scene", "fingerprint"]
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
-from geoseg.grid import Tiling
+from geoseg.core.grid import Tiling
 from geoseg.models import ModelSpec
 
 __all__ = ["JobSpec", "ModelSection", "TilingSection", "load_spec", "parse_spec"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from geoseg.grid import blocks, patch_grid
+from geoseg.core.grid import blocks, patch_grid
 from geoseg.models import ModelSpec
 from geoseg.pipeline import run_job
 from geoseg.sinks import done_blocks

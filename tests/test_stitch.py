@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.grid import Tiling, blocks, patch_grid
-from geoseg.stitch import (
+from geoseg.core.grid import Tiling, blocks, patch_grid
+from geoseg.core.stitch import (
     CropMerger,
     GaussianMerger,
     extract_patches,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import geoseg.train._loop as loop
 from geoseg.errors import InputError, SourceError, SpecError
-from geoseg.grid import Tiling
+from geoseg.core.grid import Tiling
 from geoseg.models import ModelSpec, load_model, model_card
 from geoseg.models._mri import MRI_TUMOUR_WEIGHTS
 from geoseg.sources import load_case, open_case
@@ -31,7 +31,7 @@ from geoseg.train import (
     train,
 )
 from geoseg.train._sample import SliceIndex, _sampling_grid, draw_batch
-from geoseg.volume import foreground_mask, zscore_foreground
+from geoseg.core.volume import foreground_mask, zscore_foreground
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHAPE = (24, 20, 8)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nibabel.orientations import aff2axcodes
 
 from geoseg.errors import InputError
-from geoseg.volume import Orientation, check_affine, foreground_mask, orientation_of, zscore_foreground
+from geoseg.core.volume import Orientation, check_affine, foreground_mask, orientation_of, zscore_foreground
 
 
 def _rot(axis: int, degrees: float) -> np.ndarray:
@@ -200,3 +202,28 @@ def test_zscore_rejects_empty_constant_and_mismatched() -> None:
         foreground_mask(np.stack([v, v]))
     # a constant volume has no foreground at all
     assert not foreground_mask(np.full((4, 4, 4), 2.5)).any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=9, max_size=9),
+    st.permutations([0, 1, 2]),
+    st.lists(st.sampled_from([-1.0, 1.0]), min_size=3, max_size=3),
+)
+def test_orientation_arithmetic_equals_nibabel(noise: list[float], perm: list[int], signs: list[float]) -> None:
+    """geoseg.core imports no nibabel: its io_orientation / inv_ornt_aff / axis codes must give
+    nibabel's answers, for permuted, flipped, oblique and sheared affines."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt2axcodes
+
+    from geoseg.core.volume import _inv_ornt_aff, _io_orientation
+
+    rzs = np.eye(3)[:, perm] * np.array(signs) * np.array([1.0, 1.3, 2.5]) + 0.15 * np.reshape(noise, (3, 3))
+    if abs(np.linalg.det(rzs)) < 1e-3:
+        return
+    aff = np.eye(4)
+    aff[:3, :3] = rzs
+    ours, theirs = _io_orientation(aff), io_orientation(aff)
+    assert np.array_equal(ours, theirs)
+    shape = (7, 11, 5)
+    assert np.allclose(_inv_ornt_aff(ours, shape), inv_ornt_aff(theirs, shape))
+    assert orientation_of(aff).codes == tuple(ornt2axcodes(theirs))

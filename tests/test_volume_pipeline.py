@@ -16,7 +16,7 @@ from geoseg.errors import SpecError
 from geoseg.pipeline import run_job
 from geoseg.sinks import export_nifti, read_table
 from geoseg.spec import parse_spec
-from geoseg.volume import normalise_case
+from geoseg.core.volume import normalise_case
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from geoseg.evaluate import brats_regions, dice
-from geoseg.grid import Tiling
+from geoseg.core.grid import Tiling
 from geoseg.models import ModelSpec, load_model
 from geoseg.train import load_labelled_case, load_train_spec, predict_volume
 

@@ -22,7 +22,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from geoseg.train import BRATS_LABEL_MAP
-from geoseg.volume import orientation_of
+from geoseg.core.volume import orientation_of
 
 COLOURS = ["#00000000", "#2ecc71", "#f1c40f", "#e74c3c"]  # background, oedema, core, enhancing
 

@@ -30,7 +30,7 @@ import zarr
 from zarr.errors import GroupNotFoundError
 
 from geoseg.errors import StoreError
-from geoseg.grid import Window
+from geoseg.core.grid import Window
 
 __all__ = [
     "SceneLayout",

@@ -14,7 +14,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import InputError, SourceError
-from geoseg.grid import Window
+from geoseg.core.grid import Window
 
 __all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
 

@@ -5,7 +5,7 @@ filename patterns (:data:`DEFAULT_PATTERNS`), or one 4-D NIfTI whose 4th axis ho
 modalities in the requested order. :func:`open_case` reads headers only (plus a cheap check
 that compressed data is complete) and returns a :class:`CaseInfo` of plain values;
 :func:`load_case` reads the voxels in the file's own voxel order (reorientation lives in
-:mod:`geoseg.volume`).
+:mod:`geoseg.core.volume`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from geoseg.errors import InputError, SourceError, SpecError
-from geoseg.volume import Orientation, check_affine, orientation_of
+from geoseg.core.volume import Orientation, check_affine, orientation_of
 
 __all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case"]
 
@@ -82,7 +82,7 @@ class CaseInfo:
 
     @property
     def orientation(self) -> Orientation:
-        """How the voxel axes map onto RAS (see :class:`geoseg.volume.Orientation`)."""
+        """How the voxel axes map onto RAS (see :class:`geoseg.core.volume.Orientation`)."""
         return orientation_of(np.asarray(self.affine), self.files[0])
 
     @property

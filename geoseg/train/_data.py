@@ -1,13 +1,13 @@
 """Labelled cases as the model sees them: normalised, in RAS, with class labels.
 
 The representation shared by training, validation and geoseg's volume inference, defined
-once in :mod:`geoseg.volume` and re-exported here:
+once in :mod:`geoseg.core.volume` and re-exported here:
 
-1. :func:`~geoseg.volume.normalise_case`: the foreground is the union of each modality's
-   :func:`~geoseg.volume.foreground_mask`; every modality is z-scored over it
-   (:func:`~geoseg.volume.zscore_foreground`), background exactly 0.
+1. :func:`~geoseg.core.volume.normalise_case`: the foreground is the union of each modality's
+   :func:`~geoseg.core.volume.foreground_mask`; every modality is z-scored over it
+   (:func:`~geoseg.core.volume.zscore_foreground`), background exactly 0.
 2. ``orientation.to_ras``: voxel axes to (R, A, S), so axial slice ``k`` is ``vol[..., k]``.
-3. :func:`~geoseg.volume.slice_stack`: the input of slice ``k``, (C * (2c + 1), X, Y), the RAS
+3. :func:`~geoseg.core.volume.slice_stack`: the input of slice ``k``, (C * (2c + 1), X, Y), the RAS
    X (R) axis as image rows and Y (A) as columns.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from geoseg.errors import InputError, SourceError
 from geoseg.sources import CaseInfo, load_case, open_case
-from geoseg.volume import Orientation, normalise_case, slice_stack
+from geoseg.core.volume import Orientation, normalise_case, slice_stack
 
 from ._spec import DataSection
 

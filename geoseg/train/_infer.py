@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoseg.grid import Tiling, patch_grid
-from geoseg.stitch import CropMerger, extract_patches
-from geoseg.volume import Orientation
+from geoseg.core.grid import Tiling, patch_grid
+from geoseg.core.stitch import CropMerger, extract_patches
+from geoseg.core.volume import Orientation
 
 from ._data import normalise_case, slice_stack
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from geoseg.errors import ModelError, SpecError
 from geoseg.evaluate import brats_regions, dice
-from geoseg.grid import Tiling
+from geoseg.core.grid import Tiling
 from geoseg.infer import pick_device
 from geoseg.models import ModelCard, Normalisation, UNet, build_model, save_checkpoint
 

@@ -14,7 +14,7 @@ import pytest
 
 from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, open_case
-from geoseg.volume import foreground_mask
+from geoseg.core.volume import foreground_mask
 
 SHAPE = (12, 10, 8)
 AFFINE = np.diag([-0.9, -0.9, 3.0, 1.0])

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from geoseg.errors import InputError
-from geoseg.grid import PatchGrid, Window
+from geoseg.core.grid import PatchGrid, Window
 
 __all__ = [
     "StitchMode",

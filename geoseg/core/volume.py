@@ -1,8 +1,9 @@
 """Volume geometry and intensities: reorientation to RAS and foreground z-scoring, arrays only.
 
-Pure code: numpy and ``nibabel.orientations`` (no file I/O). Volumes are in a file's voxel order
-``(X, Y, Z)``, optionally with leading channel axes ``(C, X, Y, Z)``. :class:`Orientation`
-moves them to the RAS frame (voxel axes pointing Right, Anterior, Superior, so axial slices
+Pure code: numpy only (no file I/O, no nibabel). The orientation arithmetic follows
+``nibabel.orientations`` (MIT licence), which the tests compare it against. Volumes are in a
+file's voxel order ``(X, Y, Z)``, optionally with leading channel axes ``(C, X, Y, Z)``.
+:class:`Orientation` moves them to the RAS frame (voxel axes pointing Right, Anterior, Superior, so axial slices
 are ``vol[..., k]``) and back with flips and transposes only: no resampling, and
 ``from_ras(to_ras(v))`` is ``v`` voxel for voxel.
 
@@ -23,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from nibabel.orientations import inv_ornt_aff, io_orientation, ornt2axcodes
 
 from geoseg.errors import InputError
 
@@ -43,6 +43,43 @@ singular: its voxel axes are (nearly) parallel or of zero length."""
 
 _FOREGROUND_RTOL = 1e-6
 """Foreground voxels differ from the background value by more than this fraction of the range."""
+
+
+def _io_orientation(affine: np.ndarray) -> np.ndarray:
+    """(3, 2) float array: for each voxel axis, the world axis it runs along most and its sign.
+
+    ``nibabel.orientations.io_orientation``: the nearest shear-free rotation of the affine's
+    (column-normalised) 3x3 part by polar decomposition (SVD), then each voxel axis takes the
+    world axis of its largest component, axes taken in voxel order and never twice. NaN rows
+    for a voxel axis with no direction.
+    """
+    rzs = np.asarray(affine, np.float64)[:3, :3]
+    zooms = np.sqrt(np.sum(rzs * rzs, axis=0))
+    zooms[zooms == 0] = 1
+    rs = rzs / zooms
+    p, s, qs = np.linalg.svd(rs)
+    keep = s > s.max() * 3 * np.finfo(s.dtype).eps
+    r = p[:, keep] @ qs[keep]
+    ornt = np.full((3, 2), np.nan)
+    for in_ax in range(3):
+        col = r[:, in_ax]
+        if not np.allclose(col, 0):
+            out_ax = int(np.argmax(np.abs(col)))
+            ornt[in_ax] = (out_ax, -1.0 if col[out_ax] < 0 else 1.0)
+            r[out_ax, :] = 0
+    return ornt
+
+
+def _inv_ornt_aff(ornt: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(4, 4) affine from the voxel grid reoriented by ``ornt`` to the original voxel grid
+    (``nibabel.orientations.inv_ornt_aff``): undo the transpose, then the flips about the centre."""
+    p = ornt.shape[0]
+    size = np.asarray(shape, np.float64)[:p]
+    undo_reorder = np.eye(p + 1)[[int(v) for v in ornt[:, 0]] + [p], :]
+    undo_flip = np.diag([*ornt[:, 1].tolist(), 1.0])
+    centre = -(size - 1) / 2.0
+    undo_flip[:p, p] = ornt[:, 1] * centre - centre
+    return undo_flip @ undo_reorder
 
 
 def _where(path: str | None) -> str:
@@ -81,7 +118,8 @@ class Orientation:
     @property
     def codes(self) -> tuple[str, ...]:
         """Axis codes of the file's voxel axes, as ``nibabel.aff2axcodes`` gives them: ``('L', 'P', 'S')``."""
-        return tuple(str(c) for c in ornt2axcodes(self.array))
+        labels = (("L", "R"), ("P", "A"), ("I", "S"))
+        return tuple(labels[j][1 if f == 1 else 0] for j, f in self.ornt)
 
     @property
     def is_ras(self) -> bool:
@@ -128,7 +166,7 @@ class Orientation:
             raise InputError(f"affine of shape {aff.shape} is not 4x4: give the NIfTI voxel-to-world affine")
         if len(shape_xyz) != 3:
             raise InputError(f"shape {tuple(shape_xyz)} is not (X, Y, Z): give the 3 spatial sizes")
-        return aff @ inv_ornt_aff(self.array, tuple(int(s) for s in shape_xyz))
+        return aff @ _inv_ornt_aff(self.array, tuple(int(s) for s in shape_xyz))
 
 
 def _apply(vol: np.ndarray, ornt: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -184,7 +222,7 @@ def orientation_of(affine: np.ndarray, path: str | None = None) -> Orientation:
         InputError: the affine is singular or non-finite (see :func:`check_affine`).
     """
     aff = check_affine(affine, path)
-    ornt = io_orientation(aff)
+    ornt = _io_orientation(aff)
     if not np.all(np.isfinite(ornt)):
         raise InputError(
             f"{_where(path)}: affine {_fmt_matrix(aff)} has no clear axis directions; fix the sform/qform"
@@ -297,7 +335,7 @@ def normalise_case(vol: np.ndarray, path: str | None = None) -> tuple[np.ndarray
     Returns:
         ``(image, mask)``: (C, X, Y, Z) float32, each channel ``(x - mean) / std`` over the
         foreground and 0 elsewhere; and the (X, Y, Z) bool foreground, the union of
-        :func:`~geoseg.volume.foreground_mask` over the channels.
+        :func:`~geoseg.core.volume.foreground_mask` over the channels.
 
     >>> v = np.zeros((2, 4, 4, 4), np.float32); v[:, 1:3, 1:3, 1:3] = [[[[1.0, 3.0]]], [[[5.0, 9.0]]]]
     >>> image, mask = normalise_case(v)
