@@ -1,28 +1,65 @@
-"""Bodies of the Ray tasks: read a block or case, stitch and write it.
+"""What the Ray tasks do, as plain values and functions: read a block, stitch and write it.
 
-Kept apart from :mod:`geoseg.pipeline` so that task workers import rasterio and zarr but never
-torch: Ray imports a task's module in every worker that runs it.
+Each block job of a plan carries a *read* (what its patches are) and a *write* (how its
+predictions become arrays in the store). The pipeline runs ``read()`` in a task, sends the
+patches through a model actor, and runs :func:`write_block_task` in another task; it never
+looks inside. A raster block and an MRI case are two implementations of the same two
+protocols. Kept apart from :mod:`geoseg.pipeline` so that task workers import rasterio and zarr
+but never Ray's scheduling code or torch.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from geoseg.core.grid import Block, PatchGrid
 from geoseg.core.lesions import drop_small_lesions, label_lesions, lesion_table
-from geoseg.sinks import mark_block_done, write_block, write_volume
-from geoseg.sources import CaseInfo, RasterInfo, load_case, read_window
-from geoseg.core.stitch import NODATA_LABEL, CropMerger, StitchMode, extract_patches, labels_from_scores, make_merger
-
+from geoseg.core.stitch import PatchOutput, StitchMode, extract_patches, stitch_extent
 from geoseg.core.volume import normalise_case, slice_stack
+from geoseg.sinks import Store, mark_block_done, write_block, write_volume
+from geoseg.sources import CaseInfo, RasterInfo, load_case, read_window
 
-__all__ = ["read_block", "stitch_write", "read_case", "stitch_write_case", "n_cores", "CASE_BLOCK"]
+__all__ = [
+    "BlockRead",
+    "BlockWrite",
+    "BlockResult",
+    "RasterRead",
+    "RasterWrite",
+    "CaseRead",
+    "CaseWrite",
+    "case_patches",
+    "stitch_case",
+    "read_block_task",
+    "write_block_task",
+    "run_task",
+]
 
-CASE_BLOCK = "case"
-"""Marker name of a volume: a case is one block (cases are small and many)."""
+
+class BlockRead(Protocol):
+    """A block's patches: ``read()`` returns (N, C, P, P) patches and a validity mask or None."""
+
+    def read(self) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+class BlockWrite(Protocol):
+    """How a block's predictions become arrays: ``write`` stitches the predictions of the blocks
+    it needs (in the job's ``needs`` order) and writes the block's chunks; returns the stats its
+    marker keeps."""
+
+    def write(self, store: Store, valid: np.ndarray | None, preds: Sequence[np.ndarray]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What a finished block reports back: its group, marker name and marker stats."""
+
+    group: str
+    key: str
+    stats: Mapping[str, Any] = field(default_factory=dict)
 
 
 def n_cores(b: Block) -> int:
@@ -30,99 +67,166 @@ def n_cores(b: Block) -> int:
     return (b.cores_y[1] - b.cores_y[0]) * (b.cores_x[1] - b.cores_x[0])
 
 
-def read_block(info: RasterInfo, bands: tuple[int, ...], grid: PatchGrid, block: Block) -> tuple[Any, Any]:
-    """Windowed read of a block's patches; returns (N, C, P, P) patches and (h, w) validity."""
-    ids = list(block.core_patches())
-    wins = [grid.window(iy, ix) for iy, ix in ids]
-    y0, x0 = min(w[0] for w in wins), min(w[1] for w in wins)
-    y1, x1 = max(w[2] for w in wins), max(w[3] for w in wins)
-    pixels, valid = read_window(info, (y0, x0, y1, x1), bands)
-    patches = extract_patches(pixels, (y0, x0), grid, ids)
-    ey0, ex0, ey1, ex1 = block.extent
-    return patches, np.ascontiguousarray(valid[ey0 - y0 : ey1 - y0, ex0 - x0 : ex1 - x0])
+@dataclass(frozen=True)
+class RasterRead:
+    """The core patches of one raster block, read through a window."""
+
+    info: RasterInfo
+    bands: tuple[int, ...]
+    grid: PatchGrid
+    block: Block
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, P, P) patches in the file's dtype, and the block's (h, w) validity."""
+        ids = list(self.block.core_patches())
+        wins = [self.grid.window(iy, ix) for iy, ix in ids]
+        y0, x0 = min(w[0] for w in wins), min(w[1] for w in wins)
+        y1, x1 = max(w[2] for w in wins), max(w[3] for w in wins)
+        pixels, valid = read_window(self.info, (y0, x0, y1, x1), self.bands)
+        patches = extract_patches(pixels, (y0, x0), self.grid, ids)
+        ey0, ex0, ey1, ex1 = self.block.extent
+        return patches, np.ascontiguousarray(valid[ey0 - y0 : ey1 - y0, ex0 - x0 : ex1 - x0])
 
 
-def stitch_write(
-    store: str,
-    scene: str,
-    grid: PatchGrid,
-    block: Block,
-    mode: StitchMode,
-    n_classes: int,
-    write_probs: bool,
-    sources: tuple[Block, ...],
-    valid: np.ndarray,
-    *preds: np.ndarray,
-) -> tuple[str, int, int]:
-    """Stitch a block from the predictions of ``sources`` (in global patch order), write it."""
-    scored: list[tuple[int, int, int, np.ndarray]] = []
-    for src, pred in zip(sources, preds, strict=True):
-        for k, (iy, ix) in enumerate(src.core_patches()):
-            scored.append((grid.index(iy, ix), iy, ix, pred[k]))
-    scored.sort(key=lambda t: t[0])
-    labels_in = bool(preds) and preds[0].dtype == np.uint8
-    merger = CropMerger(grid, block.extent, 1, np.uint8) if labels_in else make_merger(mode, grid, block.extent, n_classes)
-    for _, iy, ix, s in scored:
-        merger.add(iy, ix, s)
-    scores = merger.finalize()
-    probs = None
-    if labels_in:
-        labels = scores[0]
-        labels[~valid] = NODATA_LABEL
-    else:
-        labels = labels_from_scores(scores, valid)
-        if write_probs:
-            probs = scores
-            probs[:, ~valid] = np.nan
-    write_block(store, scene, block.extent, labels, probs)
-    mark_block_done(store, scene, block.name, json.dumps({"patches": n_cores(block)}))
-    return scene, block.index, n_cores(block)
+@dataclass(frozen=True)
+class RasterWrite:
+    """Stitch one raster block from its own and (``gaussian``) its neighbours' patches, write
+    ``mask`` (and ``probs``)."""
+
+    group: str
+    grid: PatchGrid
+    block: Block
+    sources: tuple[Block, ...]
+    mode: StitchMode
+    output: PatchOutput
+    n_classes: int
+    write_probs: bool
+
+    def write(self, store: Store, valid: np.ndarray | None, preds: Sequence[np.ndarray]) -> dict[str, Any]:
+        results = [
+            (iy, ix, pred[k])
+            for src, pred in zip(self.sources, preds, strict=True)
+            for k, (iy, ix) in enumerate(src.core_patches())
+        ]
+        labels, scores = stitch_extent(self.grid, self.block.extent, self.mode, self.output, self.n_classes, results, valid)
+        arrays = {"mask": labels}
+        if self.write_probs and scores is not None:
+            arrays["probs"] = scores
+        write_block(store, self.group, self.block.extent, arrays)
+        return {"patches": n_cores(self.block)}
 
 
-def read_case(info: CaseInfo, grid: PatchGrid, context: int) -> np.ndarray:
-    """Load a case, z-score it over its foreground, turn it to RAS and cut every axial slice.
+def case_patches(image_ras: np.ndarray, grid: PatchGrid, context: int) -> np.ndarray:
+    """Every axial slice of a normalised RAS volume cut on ``grid``.
+
+    Args:
+        image_ras: (C, X, Y, Z) float32, normalised, in RAS voxel order.
 
     Returns:
-        (Z * G, C', P, P) float32 patches, slice-major then grid order (G patches a slice).
+        (Z * G, C * (2 * context + 1), P, P) float32 patches, slice-major then grid order (G
+        patches a slice): the model input of training validation and of ``geoseg run`` alike.
     """
-    image, _ = normalise_case(load_case(info), info.path)
-    ras = np.ascontiguousarray(info.orientation.to_ras(image))
     ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
     return np.concatenate(
-        [extract_patches(slice_stack(ras, k, context), (0, 0), grid, ids) for k in range(ras.shape[3])]
+        [extract_patches(slice_stack(image_ras, k, context), (0, 0), grid, ids) for k in range(image_ras.shape[3])]
     )
 
 
-def stitch_write_case(
-    store: str,
-    info: CaseInfo,
-    grid: PatchGrid,
-    mode: StitchMode,
-    n_classes: int,
-    lesion_classes: tuple[int, ...],
-    min_lesion_ml: float,
-    pred: np.ndarray,
-) -> tuple[str, int, int]:
-    """Stitch every slice, undo the reorientation exactly, find lesions (dropping those under
-    ``min_lesion_ml``), write the case."""
+def stitch_case(
+    preds: np.ndarray, grid: PatchGrid, mode: StitchMode, output: PatchOutput, n_classes: int
+) -> np.ndarray:
+    """Stitch :func:`case_patches`' predictions back into (X, Y, Z) uint8 labels in RAS order."""
     ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
     n = len(ids)
-    n_slices = pred.shape[0] // n
-    labels_ras = np.empty((*grid.shape_yx, n_slices), np.uint8)
+    n_slices = preds.shape[0] // n
+    labels = np.empty((*grid.shape_yx, n_slices), np.uint8)
     extent = (0, 0, *grid.shape_yx)
     for k in range(n_slices):
-        part = pred[k * n : (k + 1) * n]
-        labels_in = part.dtype == np.uint8
-        merger = CropMerger(grid, extent, 1, np.uint8) if labels_in else make_merger(mode, grid, extent, n_classes)
-        for (iy, ix), s in zip(ids, part, strict=True):
-            merger.add(iy, ix, s)
-        out = merger.finalize()
-        labels_ras[:, :, k] = out[0] if labels_in else labels_from_scores(out)
-    mask = np.ascontiguousarray(info.orientation.from_ras(labels_ras))
-    lesion_ids, count = label_lesions(mask, lesion_classes)
-    mask, lesion_ids, count = drop_small_lesions(mask, lesion_ids, count, info.voxel_ml, min_lesion_ml)
-    table = lesion_table(lesion_ids, count, np.asarray(info.affine), info.voxel_ml)
-    write_volume(store, info.name, mask, lesion_ids)
-    stats = {"patches": int(pred.shape[0]), "lesions": {k: v.tolist() for k, v in table.items()}}
-    mark_block_done(store, info.name, CASE_BLOCK, json.dumps(stats))
-    return info.name, 0, int(pred.shape[0])
+        part = preds[k * n : (k + 1) * n]
+        labels[:, :, k], _ = stitch_extent(
+            grid, extent, mode, output, n_classes, [(iy, ix, p) for (iy, ix), p in zip(ids, part, strict=True)]
+        )
+    return labels
+
+
+@dataclass(frozen=True)
+class CaseRead:
+    """A whole MRI case: load, z-score over the foreground, to RAS, cut every axial slice."""
+
+    info: CaseInfo
+    grid: PatchGrid
+    context: int
+
+    def read(self) -> tuple[np.ndarray, None]:
+        image, _ = normalise_case(load_case(self.info), self.info.path)
+        ras = np.ascontiguousarray(self.info.orientation.to_ras(image))
+        return case_patches(ras, self.grid, self.context), None
+
+
+@dataclass(frozen=True)
+class CaseWrite:
+    """Stitch every slice, undo the reorientation exactly, find lesions (dropping those under
+    ``min_lesion_ml``), write ``mask`` and ``lesion_id``; the lesion table goes in the marker."""
+
+    info: CaseInfo
+    grid: PatchGrid
+    mode: StitchMode
+    output: PatchOutput
+    n_classes: int
+    lesion_classes: tuple[int, ...]
+    min_lesion_ml: float
+
+    def write(self, store: Store, valid: np.ndarray | None, preds: Sequence[np.ndarray]) -> dict[str, Any]:
+        (pred,) = preds
+        labels_ras = stitch_case(pred, self.grid, self.mode, self.output, self.n_classes)
+        mask = np.ascontiguousarray(self.info.orientation.from_ras(labels_ras))
+        lesion_ids, count = label_lesions(mask, self.lesion_classes)
+        voxel_ml = self.info.voxel_ml
+        mask, lesion_ids, count = drop_small_lesions(mask, lesion_ids, count, voxel_ml, self.min_lesion_ml)
+        table = lesion_table(lesion_ids, count, np.asarray(self.info.affine), voxel_ml)
+        write_volume(store, self.info.name, {"mask": mask, "lesion_id": lesion_ids})
+        return {"patches": int(pred.shape[0]), "lesions": {k: v.tolist() for k, v in table.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+# The task bodies the pipeline runs remotely
+
+
+def read_block_task(read: BlockRead) -> tuple[np.ndarray, np.ndarray | None]:
+    """Task: a block's patches and validity."""
+    return read.read()
+
+
+def write_block_task(
+    store_url: str,
+    group: str,
+    key: str,
+    write: BlockWrite,
+    valid: np.ndarray | None,
+    layout: Sequence[Sequence[tuple[int, int, int]]],
+    *call_outputs: np.ndarray,
+) -> BlockResult:
+    """Task: assemble each needed block's predictions from the model calls that answered them,
+    stitch and write the block, then write its marker (after its chunks).
+
+    ``layout[i]`` lists, for the ``i``-th needed block, its pieces ``(call, start, stop)``: rows
+    ``start:stop`` of ``call_outputs[call]``, in the block's patch order.
+    """
+    preds = [
+        call_outputs[pieces[0][0]][pieces[0][1] : pieces[0][2]]
+        if len(pieces) == 1
+        else np.concatenate([call_outputs[c][a:b] for c, a, b in pieces])
+        for pieces in layout
+    ]
+    store = Store(store_url)
+    stats = write.write(store, valid, preds)
+    mark_block_done(store, group, key, stats)
+    return BlockResult(group, key, stats)
+
+
+def run_task(store_url: str, group: str, key: str, task: Any) -> BlockResult:
+    """Task: one job of a later phase (``task.run(store)``), then its marker."""
+    store = Store(store_url)
+    stats = task.run(store)
+    mark_block_done(store, group, key, stats)
+    return BlockResult(group, key, stats)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,11 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--card", metavar="PATH", help="model card YAML for a bare checkpoint or a model file")
     p.add_argument("--model-file", metavar="PATH", help="TorchScript (.pt) or torch.export (.pt2) model file")
     p.add_argument("--workers", type=int, metavar="N", help="model actors (default: one per GPU, else 1)")
+    p.add_argument(
+        "--cpus-per-worker", type=float, metavar="N",
+        help="CPUs each model actor reserves (default 1, less where the machine or cluster has fewer)",
+    )  # fmt: skip
+    p.add_argument("--retries", type=int, metavar="N", help="attempts after the first for a failed block (default 2)")
     p.add_argument("--block-size", type=int, dest="block_px", metavar="PX", help="block edge in pixels (default 1792)")
     p.add_argument("--stitch", choices=["crop", "gaussian"], help="how patches are merged (default crop)")
     p.add_argument("--overlap", type=int, dest="overlap_px", metavar="PX", help="patch overlap in pixels (default 32)")
@@ -48,56 +56,79 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="no progress bar")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from geoseg.pipeline import run_job  # noqa: PLC0415  (keep --help fast: no Ray import)
-    from geoseg.spec import load_spec, parse_spec  # noqa: PLC0415
+def _run_data(args: argparse.Namespace) -> tuple[dict[str, Any], str, Path | None]:
+    """The job spec as a mapping: the YAML file's fields, then the flags over them.
+
+    Returns ``(data, source, base)``: relative paths are relative to the spec file's folder
+    (flags are resolved first, against the working directory).
+    """
+    from geoseg.spec import read_yaml  # noqa: PLC0415
 
     flat = {
         k: getattr(args, k)
-        for k in ("output", "workers", "block_px", "stitch", "batch_size", "device", "precision",
-                  "write_probs", "overwrite", "on_error", "ray_address", "progress")
+        for k in ("output", "workers", "cpus_per_worker", "block_px", "stitch", "batch_size", "device", "precision",
+                  "write_probs", "overwrite", "on_error", "ray_address", "progress", "retries")
         if getattr(args, k) is not None
     }  # fmt: skip
     if args.inputs:
-        flat["inputs"] = args.inputs
+        flat["inputs"] = [os.path.abspath(p) for p in args.inputs]
+    if "output" in flat:
+        flat["output"] = os.path.abspath(flat["output"])
     tiling = {k: getattr(args, k) for k in ("patch_px", "overlap_px") if getattr(args, k) is not None}
     model: dict[str, Any] = {}
     for key, attr in (("name", "model"), ("checkpoint", "checkpoint"), ("card", "card"), ("file", "model_file")):
         if getattr(args, attr) is not None:
-            model[key] = getattr(args, attr)
+            value = getattr(args, attr)
+            model[key] = value if key == "name" else os.path.abspath(value)
     params: dict[str, Any] = {}
     for item in args.param:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise SpecError(f"--param {item!r}: expected KEY=VALUE, e.g. --param threshold=0.1")
         import yaml  # noqa: PLC0415
 
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SpecError(f"--param {item!r}: {value!r} is not a value; e.g. --param threshold=0.1") from None
+    if args.spec is not None:
+        data = read_yaml(args.spec, "spec")
+        if not isinstance(data, dict):
+            raise SpecError(f"{args.spec}: expected a mapping of fields, got {type(data).__name__}; see docs/spec.md")
+        data = {**data, **flat}
+        if tiling:
+            data["tiling"] = {**(data.get("tiling") or {}), **tiling}
+        if model or params:
+            section = dict(data.get("model") or {})
+            if model:  # a model named on the command line replaces the spec's model
+                section = {k: v for k, v in section.items() if k == "params"} | model
+            if params:
+                section["params"] = {**(section.get("params") or {}), **params}
+            data["model"] = section
+        return data, str(args.spec), args.spec.resolve().parent
+    missing = [f for f, ok in (("--input", args.inputs), ("--output", args.output), ("--model", model)) if not ok]
+    if missing:
+        raise SpecError(f"run needs a spec file or {', '.join(missing)}; see geoseg run --help")
     if params:
         model["params"] = params
-    if args.spec is not None:
-        overrides = dict(flat)
-        spec = load_spec(args.spec)
-        data = spec.model_dump(mode="python")
-        data.update(overrides)
-        if tiling:
-            data["tiling"] = {**data["tiling"], **tiling}
-        if model:
-            merged_params = {**data["model"].get("params", {}), **model.pop("params", {})}
-            data["model"] = {**data["model"], **model, "params": merged_params}
-        spec = parse_spec(data, source=str(args.spec))
-    else:
-        missing = [f for f, ok in (("--input", args.inputs), ("--output", args.output), ("--model", model)) if not ok]
-        if missing:
-            raise SpecError(f"run needs a spec file or {', '.join(missing)}; see geoseg run --help")
-        spec = parse_spec({**flat, "tiling": tiling, "model": model}, source="command line")
+    return {**flat, "tiling": tiling, "model": model}, "command line", None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from geoseg.spec import parse_spec  # noqa: PLC0415  (pydantic only: a bad spec fails before Ray or torch)
+
+    data, source, base = _run_data(args)
+    spec = parse_spec(data, source=source, base=base)
+    from geoseg.pipeline import run_job  # noqa: PLC0415  (keep --help and spec errors fast: no Ray import)
+
     report = run_job(spec)
     print(report.summary())
     for scene in report.scenes:
         if scene.status != "complete":
-            print(f"geoseg: error: {scene.error if scene.error.startswith(scene.path) else scene.path + ': ' + scene.error}", file=sys.stderr)
+            error = scene.error if scene.path in scene.error else f"{scene.path}: {scene.error}"
+            print(f"geoseg: error: {error}", file=sys.stderr)
     if report.ok:
-        print(f"output: {spec.output}")
+        print(f"output: {os.path.normpath(os.path.abspath(spec.output))}")
         return 0
     return 1
 
@@ -190,8 +221,15 @@ def _cmd_example(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag or value reported on one line (not the whole usage)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="geoseg", description="Distributed batch segmentation of satellite scenes and MRI volumes on Ray."
     )
     parser.add_argument("--version", action="version", version=f"geoseg {__version__}")
@@ -237,9 +275,30 @@ _COMMANDS = {
 }
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception the run cleans up after, like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+class _NoteHandler(logging.Handler):
+    """geoseg's notes (a value it changed, workers sharing cores) as ``geoseg: note: ...`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"geoseg: note: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    log = logging.getLogger("geoseg")
+    handler = _NoteHandler(logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return _COMMANDS[args.command](args)
     except GeosegError as e:
@@ -247,9 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"geoseg: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("geoseg: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        print(f"geoseg: {what}; inputs that finished are complete, rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        log.removeHandler(handler)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

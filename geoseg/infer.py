@@ -6,7 +6,8 @@ the benchmarks call it in-process, so both run the very same arithmetic.
 
 from __future__ import annotations
 
-from collections import Counter
+import copy
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -89,37 +90,52 @@ class Predictor:
 
     Every call is cut into batches of exactly ``batch_size`` patches (the last one padded with
     zeros), so a patch's result never depends on which other patches share its batch: the
-    output is the same whatever the block size or worker count. On a GPU the forward pass runs
-    under autocast (bf16 where supported, else fp16) unless ``precision="fp32"``.
+    output is the same whatever the block size, worker count or packing of blocks into calls.
+    On a GPU the forward pass runs under autocast (bf16 where supported, else fp16) unless
+    ``precision="fp32"``.
+
+    It keeps no counts: what the report needs comes back with each call's result.
 
     Args:
-        spec: which model to load (see :class:`geoseg.models.ModelSpec`).
+        model: which model to load (a :class:`geoseg.models.ModelSpec`), or a module already
+            built, with ``card`` (training validation: the same inference path as a run; the
+            module is copied before it is optimised, so training goes on untouched).
         batch_size: patches per forward pass.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         precision: ``auto`` (fp32 on CPU, bf16/fp16 on GPU), ``fp32``, ``fp16`` or ``bf16``.
         threads: torch intra-op threads on the CPU (None leaves torch's choice).
         optimise: on the CPU, run the model through :func:`optimise_for_cpu` (BatchNorm folded,
             ``channels_last``); False runs it as loaded. Not applied on GPUs (not measured there).
+        card: the card of a module given as ``model``.
+
+    Raises:
+        ModelError: the model does not load, or a module comes without its card.
     """
 
     def __init__(
         self,
-        spec: ModelSpec,
+        model: ModelSpec | nn.Module,
         batch_size: int = 16,
         device: str = "auto",
         precision: Precision = "auto",
         threads: int | None = None,
         optimise: bool = True,
+        card: ModelCard | None = None,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.device = pick_device(device)
-        model, card = load_model(spec)
+        if isinstance(model, nn.Module):
+            if card is None:
+                raise ModelError("Predictor: a module needs its card (bands, classes, normalisation)")
+            module = copy.deepcopy(model) if optimise and self.device.type == "cpu" else model
+        else:
+            module, card = load_model(model)
         try:
-            model.eval()
+            module.eval()
         except NotImplementedError:
             pass  # a torch.export program is a fixed graph: it has no train/eval switch
-        self.model = model.to(self.device)
+        self.model = module.to(self.device)
         self.channels_last = optimise and self.device.type == "cpu" and optimise_for_cpu(self.model)
         self.card: ModelCard = card
         self.batch_size = batch_size
@@ -137,56 +153,104 @@ class Predictor:
             self._scale = torch.tensor(norm.scale, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         else:
             self._offset = self._scale = None
-        self.counts: Counter[str] = Counter()
-        self.zero_counts: Counter[str] = Counter()  # of counts: answered from the zero-patch cache
         self._zero_cache: dict[tuple[tuple[int, ...], bool], np.ndarray] = {}
+
+    @property
+    def numerics(self) -> str:
+        """How the model computes: ``cpu-fp32``, ``cuda-bf16``...; part of what decides a
+        store's values, so a store started with one is never resumed with another."""
+        dtype = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[self.autocast_dtype]
+        return f"{self.device.type}-{dtype}"
 
     @property
     def in_channels(self) -> int:
         """Input channels: each band, times the slices of context either side for volume models."""
         return len(self.card.bands) * (2 * int(self.card.params.get("context_slices", 0)) + 1)
 
-    @torch.inference_mode()
-    def __call__(self, patches: np.ndarray, tag: str = "", labels_only: bool = False) -> np.ndarray:
+    def __call__(self, patches: np.ndarray, labels_only: bool = False) -> np.ndarray:
         """(N, C, P, P) raw pixels -> (N, K, P, P) float32 class probabilities (softmax).
 
         With ``labels_only``, (N, 1, P, P) uint8 argmax labels instead: all that ``crop``
         stitching of a mask needs, at a fraction of the bytes to ship.
+        """
+        return self.predict([patches], labels_only)[0]
 
+    @torch.inference_mode()
+    def predict(self, parts: Sequence[np.ndarray], labels_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The answers for ``parts`` (each (n_i, C, P, P)) taken as one run of patches.
+
+        Patches of consecutive parts share batches, so a job's blocks fill whole batches.
         Patches whose pixels are all 0 (the background of a normalised MRI slice, the
         zero-filled edge of a scene) are not sent through the model again: they get the answer
         computed once for a zero patch in a batch of the same fixed shape, which is what a
-        forward pass gives any zero patch. Every patch is still answered, and counted, once.
+        forward pass gives any zero patch. Every patch is still answered, once.
+
+        Returns:
+            ``(outputs, zero)``: (sum n_i, K, P, P) float32 probabilities, or (sum n_i, 1, P, P)
+            uint8 labels with ``labels_only``; and (sum n_i,) bool, True for the all-zero
+            patches answered from the cache.
         """
-        n = patches.shape[0]
-        if patches.ndim != 4 or patches.shape[1] != self.in_channels:
-            raise ModelError(
-                f"model {self.card.name!r} takes {self.in_channels} channels from bands {list(self.card.bands)}, "
-                f"got patches of shape {patches.shape}; check the input bands"
-            )
-        self.counts[tag] += n
-        if n == 0:
-            return self._forward(patches, labels_only)
-        zero = ~patches.reshape(n, -1).any(axis=1)  # NaN counts as non-zero
-        if not zero.any():
-            return self._forward(patches, labels_only)
-        self.zero_counts[tag] += int(zero.sum())
+        for part in parts:
+            if part.ndim != 4 or part.shape[1] != self.in_channels:
+                raise ModelError(
+                    f"model {self.card.name!r} takes {self.in_channels} channels from bands {list(self.card.bands)}, "
+                    f"got patches of shape {part.shape}; check the input bands"
+                )
+        n = sum(p.shape[0] for p in parts)
         k_out = 1 if labels_only else self.card.n_classes
-        out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
-        out[zero] = self._zero_answer(patches.shape[1:], labels_only)
-        if not zero.all():
-            out[~zero] = self._forward(patches[~zero], labels_only)
-        return out
+        size = parts[0].shape[2:] if parts else (self.card.patch_px, self.card.patch_px)
+        out = np.empty((n, k_out, *size), np.uint8 if labels_only else np.float32)
+        zero = np.concatenate([~p.reshape(p.shape[0], -1).any(axis=1) for p in parts]) if n else np.zeros(0, bool)
+        if zero.any():
+            out[zero] = self._zero_answer(parts[0].shape[1:], labels_only)
+        live: list[np.ndarray] = []
+        start = 0
+        for p in parts:
+            z = zero[start : start + p.shape[0]]
+            start += p.shape[0]
+            live.append(p if not z.any() else p[~z])
+        if n > int(zero.sum()):
+            out[~zero] = self._forward(live, labels_only)
+        return out, zero
+
+    def _batches(self, parts: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        """Consecutive runs of ``batch_size`` patches over ``parts`` (the last run may be short):
+        views where a run lies in one part, a copy of at most one batch where it spans two."""
+        b = self.batch_size
+        carry: list[np.ndarray] = []
+        have = 0
+        for part in parts:
+            k = 0
+            if have:
+                take = min(b - have, part.shape[0])
+                carry.append(part[:take])
+                have += take
+                k = take
+                if have < b:
+                    continue
+                yield np.concatenate(carry)
+                carry, have = [], 0
+            while part.shape[0] - k >= b:
+                yield part[k : k + b]
+                k += b
+            if k < part.shape[0]:
+                carry, have = [part[k:]], part.shape[0] - k
+        if have:
+            yield np.concatenate(carry)
 
     @torch.inference_mode()
-    def _forward(self, patches: np.ndarray, labels_only: bool) -> np.ndarray:
+    def _forward(self, parts: Sequence[np.ndarray] | np.ndarray, labels_only: bool) -> np.ndarray:
         """The model on every patch, in batches of exactly ``batch_size`` (the last one zero-padded)."""
-        n = patches.shape[0]
+        if isinstance(parts, np.ndarray):
+            parts = [parts]
+        n = sum(p.shape[0] for p in parts)
         k_out = 1 if labels_only else self.card.n_classes
-        out = np.empty((n, k_out, *patches.shape[2:]), np.uint8 if labels_only else np.float32)
+        size = parts[0].shape[2:] if parts else (self.card.patch_px, self.card.patch_px)
+        out = np.empty((n, k_out, *size), np.uint8 if labels_only else np.float32)
         b = self.batch_size
-        for k in range(0, n, b):
-            chunk = np.ascontiguousarray(patches[k : k + b], dtype=np.float32)
+        k = 0
+        for batch in self._batches(parts):
+            chunk = np.ascontiguousarray(batch, dtype=np.float32)
             if not chunk.flags.writeable and self.device.type == "cpu":
                 chunk = chunk.copy()  # e.g. zero-copy from Ray's object store; torch wants writable memory
             m = chunk.shape[0]
@@ -207,6 +271,7 @@ class Predictor:
                 out[k : k + m, 0] = _first_argmax(probs)
             else:
                 out[k : k + m] = probs.cpu().numpy()
+            k += m
         return out
 
     def _zero_answer(self, shape: tuple[int, ...], labels_only: bool) -> np.ndarray:
@@ -215,13 +280,3 @@ class Predictor:
         if key not in self._zero_cache:
             self._zero_cache[key] = self._forward(np.zeros((1, *shape), np.float32), labels_only)[0]
         return self._zero_cache[key]
-
-    def take_counts(self) -> dict[str, int]:
-        """Patches answered per tag since the last call (and reset)."""
-        counts, self.counts = dict(self.counts), Counter()
-        return counts
-
-    def take_zero_counts(self) -> dict[str, int]:
-        """Of those, the all-zero patches answered from the cache, per tag (and reset)."""
-        counts, self.zero_counts = dict(self.zero_counts), Counter()
-        return counts

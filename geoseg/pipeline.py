@@ -1,460 +1,767 @@
-"""Run a job on Ray: plan on the driver, read/predict/stitch/write as tasks and actors.
+"""Run a job on Ray: the only module that imports Ray, and where every Ray option is set.
 
-This is the only module that imports Ray, and every Ray option is set here (``_ray_options``).
-The driver ships descriptors (raster info, blocks) and ObjectRefs, never pixels.
+``run_job`` plans without Ray (:mod:`geoseg.plan`), returns at once when nothing is left to do,
+and otherwise starts or joins Ray, starts the model actors and runs the plan's block jobs:
 
-    plan ─► read task (block + its patches) ─► model actor (batched forward) ─► stitch+write task
+    read task (block patches) ─► model actor (batched forward) ─► write task (stitch, chunks, marker)
+
+The scheduler knows block jobs, not rasters or volumes. It packs the patches of consecutive
+blocks (and inputs) into calls of whole batches, so only the job's very last batch is padded;
+a patch's answer never depends on its batch neighbours (:class:`geoseg.infer.Predictor`). It
+keeps a bounded window of blocks in flight, ships descriptors and ObjectRefs (never pixels
+through the driver), counts what each call answered from the call's own result, and retries a
+failed read, model call or write a bounded number of times, counting the redone work apart.
+An input is finished (:mod:`geoseg.finish`) as soon as its last block is written.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
+import math
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
-import warnings
-from collections import defaultdict
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
-import torch
-import zarr
-from ray.exceptions import RayError, RayTaskError
-
-from geoseg import __version__
-from geoseg.errors import GeosegError, SpecError, StoreError
-from geoseg._actor import ModelActor
-from geoseg._tasks import CASE_BLOCK, n_cores, read_block, read_case, stitch_write, stitch_write_case
-from geoseg.core.grid import Block, PatchGrid, blocks, patch_grid
-from geoseg.models import ModelCard, load_model, resolve_bands
-from geoseg.sinks import (
-    SceneLayout,
-    VolumeLayout,
-    complete_group,
-    done_blocks,
-    group_status,
-    prepare_group,
-    prepare_volume_group,
-    write_table,
+from ray.exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    RayError,
+    RayTaskError,
 )
-from geoseg.sources import CaseInfo, RasterInfo, open_case, open_raster
+
+from geoseg._actor import ModelActor
+from geoseg._tasks import BlockResult, read_block_task, run_task, write_block_task
+from geoseg.errors import GeosegError, ModelError, SpecError
+from geoseg.finish import finish_group
+from geoseg.models import ModelCard, resolve_card, weights_identity
+from geoseg.plan import BlockJob, GroupPlan, JobPlan, TaskJob, min_lesion_ml, plan_job
+from geoseg.report import InputReport, JobReport
+from geoseg.sinks import Store, consolidate_root, group_meta, prepare_group, unconsolidate_root
 from geoseg.spec import JobSpec
-from geoseg.core.stitch import StitchMode
 
-__all__ = ["run_job", "release_workers", "init_ray", "JobReport", "SceneResult", "ScenePlan", "plan_scene", "fingerprint"]
+__all__ = ["run_job", "release_workers", "connect", "RayConnectError"]
+
+log = logging.getLogger("geoseg")
+
+CONNECT_TIMEOUT_S = float(os.environ.get("GEOSEG_CONNECT_TIMEOUT", "30"))
+"""How long joining a Ray cluster may take before geoseg gives up with one line."""
+
+
+class RayConnectError(GeosegError, ConnectionError):
+    """Ray could not be started or reached."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Plain values the driver builds and ships
+# Ray: start a private one, or join the cluster the user named, in bounded time
 
 
-@dataclass(frozen=True)
-class ScenePlan:
-    """One input, ready to run: its grid, blocks, and which blocks are still to do."""
-
-    name: str
-    info: RasterInfo
-    bands: tuple[int, ...]
-    grid: PatchGrid
-    blocks: tuple[Block, ...]
-    pending: tuple[int, ...]
-    fingerprint: str
-    complete: bool = False  # complete already, from an earlier run of the same job
-
-    @property
-    def pending_patches(self) -> int:
-        return sum(n_cores(self.blocks[j]) for j in self.pending)
+def _cluster_address(spec: JobSpec) -> str | None:
+    return spec.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
-@dataclass(frozen=True)
-class CasePlan:
-    """One MRI case: one block (the whole case), ``n_slices`` axial slices of ``grid`` patches."""
-
-    name: str
-    info: CaseInfo
-    grid: PatchGrid
-    n_slices: int
-    context: int
-    pending: bool
-    fingerprint: str
-    complete: bool = False
-
-    @property
-    def pending_patches(self) -> int:
-        return self.n_slices * len(self.grid) if self.pending else 0
-
-    @property
-    def total_patches(self) -> int:
-        return self.n_slices * len(self.grid)
-
-
-@dataclass
-class SceneResult:
-    path: str
-    name: str = ""
-    status: str = "failed"  # complete | failed | skipped
-    error: str = ""
-    grid_patches: int = 0
-    patches_needed: int = 0
-    patches_forwarded: int = 0  # answered by the model, each grid patch once
-    patches_zero: int = 0  # of those, all-zero patches answered from the actor's one cached pass
-    blocks_total: int = 0
-    blocks_run: int = 0
-    seconds: float = 0.0
-
-    @property
-    def inference_ratio(self) -> float:
-        return self.patches_forwarded / self.patches_needed if self.patches_needed else 1.0
-
-
-@dataclass
-class JobReport:
-    scenes: list[SceneResult] = field(default_factory=list)
-    seconds: float = 0.0
-    run_seconds: float = 0.0
-    workers: int = 0
-    device: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return all(s.status == "complete" for s in self.scenes)
-
-    @property
-    def patches_forwarded(self) -> int:
-        return sum(s.patches_forwarded for s in self.scenes)
-
-    def summary(self) -> str:
-        lines = []
-        for s in self.scenes:
-            if s.status == "complete":
-                lines.append(
-                    f"{s.name}: complete, {s.blocks_run}/{s.blocks_total} blocks run, inference "
-                    f"{s.patches_forwarded}/{s.patches_needed} patches = {s.inference_ratio:.2f}"
-                    + (f" ({s.patches_zero} all-zero, from one cached pass)" if s.patches_zero else "")
-                )
-            else:
-                lines.append(f"{s.path}: {s.status}: {s.error}")
-        rate = self.patches_forwarded / self.run_seconds if self.run_seconds else 0.0
-        if not self.workers:
-            lines.append(f"{sum(s.status == 'complete' for s in self.scenes)}/{len(self.scenes)} inputs complete, nothing to run")
-            return "\n".join(lines)
-        lines.append(
-            f"{sum(s.status == 'complete' for s in self.scenes)}/{len(self.scenes)} inputs complete, "
-            f"{self.patches_forwarded} patches in {self.seconds:.1f} s wall (Ray start and model load "
-            f"included), {rate:.1f} patches/s while running, on {self.workers} {self.device} worker(s)"
+def _probe(address: str) -> None:
+    """Fail fast where nothing listens at ``host:port`` (Ray would retry for minutes)."""
+    if address in ("auto", "local") or "://" in address and not address.startswith("ray://"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayConnectError(
+            f"--address {address!r}: not HOST:PORT; give the Ray head's GCS address, e.g. 10.0.0.5:6379"
         )
-        return "\n".join(lines)
-
-
-def model_digest(model: torch.nn.Module) -> str:
-    """Hash of every parameter and buffer: the weights actually loaded, wherever they came from
-    (a checkpoint, a model file, or weights packaged with geoseg)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def fingerprint(identity: str, bands: Any, card: ModelCard, spec: JobSpec, model_key: str, probs: bool) -> str:
-    """Hash of everything that decides the output values (never workers or block size).
-
-    ``model_key`` holds the weights' digest and how they run (``cpu-fp32`` or the GPU
-    precision), so a store is never resumed on hardware that computes other values.
-    """
-    tiling = spec.tiling.resolve(card.patch_px)
-    key = {
-        "input": identity,
-        "bands": bands,
-        "model": card.to_dict(),
-        "weights": model_key,
-        "params": spec.model.params,
-        "patch_px": tiling.patch_px,
-        "overlap_px": tiling.overlap_px,
-        "stitch": spec.stitch,
-        "probs": probs,
-        "geoseg": __version__.rsplit(".", 1)[0],
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def plan_scene(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: set[str]) -> ScenePlan:
-    """Open one input, check it fits the model, and lay out its output group (driver only)."""
-    info = open_raster(path)
-    bands = resolve_bands(card.bands, info.descriptions, info.count, info.path)
-    tiling = spec.tiling.resolve(card.patch_px)
-    grid = patch_grid(info.shape_yx, tiling)
-    chunk_px = tiling.chunk_px()
-    blks = blocks(grid, spec.block_px, chunk_px)
-    name = info.stem
-    if name in names:
-        raise SpecError(f"{path}: another input is also named {name!r}; output groups are named by file stem")
-    fp = fingerprint(info.identity, bands, card, spec, weights, spec.write_probs)
-    layout = SceneLayout(name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs)
-    status = group_status(spec.output, name)
-    if status is not None and status == (fp, "complete") and not spec.overwrite:
-        return ScenePlan(name, info, bands, grid, blks, (), fp, complete=True)
-    meta = {
-        "source": info.path,
-        "model": card.to_dict(),
-        "stitch": spec.stitch,
-        "patch_px": tiling.patch_px,
-        "overlap_px": tiling.overlap_px,
-        "bands": list(bands),
-        "version": __version__,
-    }
-    resumed = prepare_group(spec.output, layout, fp, meta, overwrite=spec.overwrite)
-    done = done_blocks(spec.output, name) if resumed else frozenset()
-    pending = tuple(b.index for b in blks if b.name not in done)
-    return ScenePlan(name, info, bands, grid, blks, pending, fp)
-
-
-def plan_case(path: Path, card: ModelCard, spec: JobSpec, weights: str, names: set[str]) -> CasePlan:
-    """Open one MRI case (a folder of modalities or a 4-D file) and lay out its group (driver only)."""
-    info = open_case(path, card.bands, spec.modality_patterns)
-    ras = info.orientation.ras_shape(info.shape_xyz)
-    tiling = spec.tiling.resolve(card.patch_px)
-    grid = patch_grid((ras[0], ras[1]), tiling)
-    context = int(card.params.get("context_slices", 0))
-    if info.name in names:
-        raise SpecError(f"{path}: another input is also named {info.name!r}; output groups are named by case")
-    fp = fingerprint(info.identity, list(info.modalities), card, spec, weights, False)
-    status = group_status(spec.output, info.name)
-    if status is not None and status == (fp, "complete") and not spec.overwrite:
-        return CasePlan(info.name, info, grid, ras[2], context, False, fp, complete=True)
-    meta = {
-        "source": info.path,
-        "files": list(info.files),
-        "modalities": list(info.modalities),
-        "model": card.to_dict(),
-        "stitch": spec.stitch,
-        "patch_px": tiling.patch_px,
-        "overlap_px": tiling.overlap_px,
-        "version": __version__,
-    }
-    layout = VolumeLayout(info.name, info.shape_xyz, info.affine, info.voxel_mm, card.classes)
-    resumed = prepare_volume_group(spec.output, layout, fp, meta, overwrite=spec.overwrite)
-    pending = not (resumed and CASE_BLOCK in done_blocks(spec.output, info.name))
-    return CasePlan(info.name, info, grid, ras[2], context, pending, fp)
-
-
-def _min_lesion_ml(card: ModelCard) -> float:
-    """The card's ``min_lesion_ml`` param: volume lesions smaller than this are removed (0: none)."""
-    value = card.params.get("min_lesion_ml", 0.0)
     try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = -1.0
-    if not out >= 0:
-        raise SpecError(f"model {card.name!r}: param min_lesion_ml={value!r} must be a number >= 0 (mL)")
-    return out
+        with socket.create_connection((host, int(port)), timeout=min(5.0, CONNECT_TIMEOUT_S)):
+            pass
+    except OSError as e:
+        raise RayConnectError(
+            f"--address {address}: nothing answers there ({e.strerror or e}); start the cluster "
+            "(ray start --head, cluster/local-multinode.sh start) or fix the address / RAY_ADDRESS"
+        ) from None
 
 
-def _finish_case(store: Path, plan: CasePlan) -> int:
-    """Driver, after the case's block: write its lesion table (kept in the marker for resumes)."""
-    stats = json.loads((Path(store) / ".geoseg" / plan.name / "done" / CASE_BLOCK).read_text())
-    dtypes = {"lesion_id": np.uint32, "voxels": np.int64}
-    write_table(store, plan.name, "lesions", {k: np.asarray(v, dtypes.get(k, np.float64)) for k, v in stats["lesions"].items()})
-    return len(stats["lesions"]["lesion_id"])
+_PREFLIGHT = """
+import os, ray
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+ray.init(address={address!r}, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+print("GEOSEG-OK", flush=True)
+"""
+
+
+def _preflight(address: str) -> None:
+    """Join ``address`` once in a child process, killed after :data:`CONNECT_TIMEOUT_S`: a
+    cluster that hangs or refuses the connection costs a bounded time and one line, not a
+    hang or 20 lines of Ray's warnings."""
+    cmd = [sys.executable, "-c", _PREFLIGHT.format(address=address)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CONNECT_TIMEOUT_S, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        raise RayConnectError(
+            f"--address {address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s; check the address "
+            "and that the head is up (ray status), or raise GEOSEG_CONNECT_TIMEOUT"
+        ) from None
+    if "GEOSEG-OK" in proc.stdout:
+        return
+    text = proc.stderr
+    low = text.lower()
+    if "auth" in low or "token" in low or "unauthenticated" in low:
+        raise RayConnectError(
+            f"--address {address}: the cluster requires token authentication; export RAY_AUTH_MODE=token "
+            "(the token is in ~/.ray/auth_token on the head node, or set RAY_AUTH_TOKEN) and run again"
+        )
+    if "version mismatch" in low or "python" in low and "mismatch" in low:
+        raise RayConnectError(
+            f"--address {address}: the cluster runs another Ray or Python version than this driver "
+            f"(Ray {ray.__version__}, Python {sys.version_info.major}.{sys.version_info.minor}); use the same on both"
+        )
+    last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "no output")
+    raise RayConnectError(f"--address {address}: cannot join the Ray cluster ({last.strip()[:200]}); check the address")
+
+
+def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
+    """Start a private local Ray, or join the cluster ``spec.ray_address`` / ``RAY_ADDRESS``
+    names; returns True when this call started or joined Ray (False: already up in-process).
+
+    A cluster is joined only when named: a Ray that ``ray start`` left on this machine is not
+    used by a plain run.
+
+    Raises:
+        RayConnectError: one line naming the address and the fix, within :data:`CONNECT_TIMEOUT_S`.
+    """
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # geoseg handles every task error itself
+    address = _cluster_address(spec)
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        if address:
+            _probe(address)
+            _preflight(address)
+            ray.init(address=address, logging_level="ERROR", log_to_driver=True, include_dashboard=False)
+        else:
+            ray.init(
+                address="local",
+                num_cpus=local_cpus,
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=True,
+                configure_logging=True,
+            )
+    except (RuntimeError, ConnectionError, ValueError) as e:
+        where = f"--address {address}: cannot join the Ray cluster" if address else "cannot start a local Ray"
+        raise RayConnectError(f"{where} ({str(e).strip().splitlines()[0]}); check `ray status`") from None
+    finally:
+        if main and sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)  # Ray replaces it; the caller's handler stays in charge
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray: tasks and the model actor
+# Resources: how many model actors, with how many CPUs and threads
 
 
-def _ray_options(spec: JobSpec) -> tuple[dict[str, Any], dict[str, Any], int, str]:
-    """All Ray options in one place: (task options, actor options, workers, device kind)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+@dataclass(frozen=True)
+class _Resources:
+    workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    threads: int | None
+    task_options: dict[str, Any]
+    actor_options: dict[str, Any]
+
+
+def _local_cpus(spec: JobSpec) -> int:
+    """Logical CPUs for a private local Ray: the machine's, or enough for the workers asked
+    for plus one for read and write tasks (the workers then share the cores)."""
+    cores = os.cpu_count() or 1
+    want = math.ceil((spec.workers or 1) * (spec.cpus_per_worker or 1.0)) + 1
+    if want > cores:
+        log.info(
+            "%d model workers on a machine with %d cores: they share the cores (Ray is given %d logical CPUs)",
+            spec.workers or 1, cores, want,
+        )  # fmt: skip
+    return max(cores, want)
+
+
+def _resources(spec: JobSpec) -> _Resources:
+    """Every Ray option in one place, from what the cluster reports."""
+    total = ray.cluster_resources()
+    gpus, cpus = int(total.get("GPU", 0)), float(total.get("CPU", 0))
     use_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus > 0)
     if spec.device == "cuda" and gpus == 0:
         raise SpecError("device: cuda, but the Ray cluster has no GPU; use device: auto or cpu")
     workers = spec.workers or (gpus if use_gpu else 1)
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if workers * spec.cpus_per_worker > cpus - 1:
-        raise SpecError(
-            f"workers: {workers} actors x {spec.cpus_per_worker} CPUs leave fewer than 1 of the cluster's "
-            f"{cpus:g} CPUs for read and write tasks, so nothing would run; use fewer workers or a smaller cpus_per_worker"
-        )
-    actor: dict[str, Any] = {"max_restarts": 2, "max_task_retries": 2}
-    if use_gpu:
-        actor.update(num_gpus=1, num_cpus=spec.cpus_per_worker)
-    else:
-        actor.update(num_gpus=0, num_cpus=spec.cpus_per_worker)
-    task: dict[str, Any] = {"num_cpus": 1, "max_retries": 2}
-    return task, actor, workers, "cuda" if use_gpu else "cpu"
+    per = spec.cpus_per_worker or 1.0
+    if workers * per > cpus - 1:
+        if spec.cpus_per_worker is not None or cpus <= 1:
+            raise SpecError(
+                f"workers: {workers} actors x {per:g} CPUs leave fewer than 1 of the cluster's {cpus:g} CPUs for "
+                "read and write tasks, so nothing would run; use fewer workers or a smaller cpus_per_worker"
+            )
+        per = math.floor(100 * (cpus - 1) / workers) / 100
+        log.info(
+            "%d model workers on a cluster of %g CPUs: each reserves %.2f CPU (not 1), they share the cores",
+            workers, cpus, per,
+        )  # fmt: skip
+    cores = os.cpu_count() or 1
+    threads = spec.threads_per_worker or (None if use_gpu else max(1, cores // workers))
+    actor: dict[str, Any] = {"num_cpus": per, "num_gpus": 1 if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0}
+    task: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}  # the scheduler retries, and counts it
+    return _Resources(workers, use_gpu, per, threads, task, actor)
 
 
-def init_ray(address: str | None = None) -> None:
-    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray on demand."""
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    ray.init(
-        address=address or os.environ.get("RAY_ADDRESS"),
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=True,
-        configure_logging=True,
-    )
+# ---------------------------------------------------------------------------------------------
+# The model actors, reused between the jobs of one driver process
 
 
-def _dependencies(plan: ScenePlan, mode: StitchMode) -> dict[int, tuple[int, ...]]:
-    """For each pending block, the blocks whose patch predictions its stitch needs."""
-    if mode == "crop":
-        return {j: (j,) for j in plan.pending}
-    where: dict[tuple[int, int], int] = {}
-    for b in plan.blocks:
-        for p in b.core_patches():
-            where[p] = b.index
-    return {j: tuple(sorted({where[p] for p in plan.blocks[j].halo_patches()})) for j in plan.pending}
+class _Pool:
+    """The model actors of a job: started once, replaced when one dies."""
+
+    def __init__(self, key: str, make: Callable[[], Any], n: int) -> None:
+        self.key = key
+        self.make = make
+        self.actors = [make() for _ in range(n)]
+        self.busy = [0] * n
+        self.info: list[dict[str, Any]] = []
+
+    def describe(self) -> list[dict[str, Any]]:
+        """What each actor computes on; raises :class:`ModelError` where the model did not load."""
+        refs = [a.describe.remote() for a in self.actors]
+        t0 = time.monotonic()
+        waited = False
+        while True:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10.0)
+            if len(ready) == len(refs):
+                break
+            if not waited:
+                log.info("waiting for %d model actor(s) to start (the cluster may be scaling up)", len(refs) - len(ready))
+                waited = True
+            if time.monotonic() - t0 > 3600:
+                raise ModelError("no model actor started within an hour; check the cluster's resources (ray status)")
+        self.info = ray.get(refs)
+        for d in self.info:
+            if d.get("error"):
+                raise ModelError(d["error"])
+        return self.info
+
+    def pick(self) -> int:
+        """The actor with the fewest calls outstanding (the first such)."""
+        return min(range(len(self.actors)), key=lambda i: self.busy[i])
+
+    def replace(self, i: int) -> None:
+        try:
+            ray.kill(self.actors[i], no_restart=True)
+        except (RayError, ValueError):
+            pass
+        self.actors[i] = self.make()
+
+    def kill(self) -> None:
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except (RayError, ValueError):
+                pass  # a handle of an earlier Ray session: that actor is gone already
+        self.actors = []
 
 
-def _unwrap(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, RayTaskError) else None  # type: ignore[attr-defined]
-    if isinstance(cause, GeosegError):
-        return str(cause)
-    text = str(cause or err).strip().splitlines()
-    return text[-1] if text else type(err).__name__
+_POOL: dict[str, _Pool | None] = {"pool": None}
 
 
-_POOL: dict[str, Any] = {"key": None, "actors": []}
-
-
-def _actor_pool(spec: JobSpec, options: dict[str, Any], workers: int, threads: int | None, weights: str) -> list[Any]:
+def _actor_pool(spec: JobSpec, res: _Resources) -> _Pool:
     """Model actors for this job, reused from the previous job of this driver when identical
-    (same model, weights, settings and Ray session), so weights load once per driver."""
+    (same model, settings and Ray session), so weights load once per driver."""
     ctx = ray.get_runtime_context()
-    model_spec = spec.model.to_model_spec()
-    key = repr((ctx.gcs_address, ctx.get_job_id(), model_spec, weights, spec.batch_size, spec.device,
-                spec.precision, threads, sorted(options.items()), workers))  # fmt: skip
-    if _POOL["key"] != key:
-        release_workers()
-        cls = ray.remote(ModelActor).options(**options)
-        _POOL["actors"] = [
-            cls.remote(model_spec, spec.batch_size, spec.device, spec.precision, threads) for _ in range(workers)
-        ]
-        _POOL["key"] = key
-    return list(_POOL["actors"])
+    key = repr((ctx.gcs_address, ctx.get_job_id(), spec.model, spec.batch_size, spec.device, spec.precision,
+                res.threads, sorted(res.actor_options.items()), res.workers))  # fmt: skip
+    pool = _POOL["pool"]
+    if pool is not None and pool.key == key and pool.actors:
+        return pool
+    release_workers()
+    cls = ray.remote(ModelActor).options(**res.actor_options)
+    args = (spec.model, spec.batch_size, spec.device, spec.precision, res.threads)
+    pool = _Pool(key, lambda: cls.remote(*args), res.workers)
+    _POOL["pool"] = pool
+    return pool
 
 
 def release_workers() -> None:
     """Stop the model actors this driver keeps between jobs."""
-    actors, _POOL["actors"], _POOL["key"] = _POOL["actors"], [], None
-    if ray.is_initialized():
-        for a in actors:
-            try:
-                ray.kill(a)
-            except (RayError, ValueError):
-                pass  # a handle of an earlier Ray session: that actor is gone already
+    pool, _POOL["pool"] = _POOL["pool"], None
+    if pool is not None and ray.is_initialized():
+        pool.kill()
 
 
-def _execute(
-    plans: list[ScenePlan | CasePlan],
-    spec: JobSpec,
-    card: ModelCard,
-    weights: str,
-    results: dict[str, SceneResult],
-    report: JobReport,
-) -> None:
-    task_opts, actor_opts, workers, device = _ray_options(spec)
-    report.workers, report.device = workers, device
-    node_cpus = int(ray.cluster_resources().get("CPU", 1))
-    threads = spec.threads_per_worker or (None if device == "cuda" else max(1, node_cpus // workers))
-    actors = _actor_pool(spec, actor_opts, workers, threads, weights)
-    report.device = ray.get(actors[0].describe.remote())  # what the actor really uses (a GPU node may lack CUDA)
-    t_run = time.perf_counter()
-    read = ray.remote(read_block).options(num_returns=2, **task_opts)
-    stitch = ray.remote(stitch_write).options(**task_opts)
-    read_vol = ray.remote(read_case).options(**task_opts)
-    stitch_vol = ray.remote(stitch_write_case).options(**task_opts)
-    lesion_classes = tuple(range(1, card.n_classes))
-    min_lesion_ml = _min_lesion_ml(card)
-    limit = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * workers + 2))
-    store = str(spec.output)
-    total = sum(p.pending_patches for p in plans)
-    labels_only = spec.stitch == "crop" and not spec.write_probs
-    bar = _progress(total, spec.progress)
-    inflight: dict[ray.ObjectRef, str] = {}
-    failed: set[str] = set()
-    turn = 0
+# ---------------------------------------------------------------------------------------------
+# Errors: which are worth another attempt
 
-    def settle(wait_all: bool) -> None:
-        while inflight and (wait_all or len(inflight) >= limit):
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            scene = inflight.pop(ready[0])
-            try:
-                _, _, n = ray.get(ready[0])
-            except RayError as e:
-                if scene not in failed:
-                    failed.add(scene)
-                    results[scene].status, results[scene].error = "failed", _unwrap(e)
-                    if spec.on_error == "fail":
-                        raise GeosegError(f"{results[scene].path}: {results[scene].error}") from None
+
+def _cause(err: BaseException) -> BaseException:
+    """The user-level exception inside Ray's wrapping, if any."""
+    seen = 0
+    while isinstance(err, RayTaskError) and seen < 8:
+        inner = getattr(err, "cause", None)
+        if inner is None or inner is err:
+            break
+        err = inner
+        seen += 1
+    return err
+
+
+def _raised_in(err: BaseException, function: str) -> bool:
+    """Whether ``err`` was raised by the task ``function`` (also as the failed argument of a
+    call: Ray then names that task in the error's text, its only trace in a wrapped error)."""
+    return f"ray::{function}(" in str(err)
+
+
+def _permanent(err: BaseException) -> bool:
+    """A geoseg error is about the data or the model and would fail again; anything else (a
+    dead worker or actor, a lost object, an I/O hiccup) is worth another attempt."""
+    return isinstance(_cause(err), GeosegError)
+
+
+def _message(err: BaseException) -> str:
+    cause = _cause(err)
+    if isinstance(cause, GeosegError):
+        return str(cause)
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}".strip()
+
+
+def _lost(err: BaseException) -> bool:
+    return isinstance(_cause(err), (ObjectLostError, OwnerDiedError))
+
+
+def _actor_died(err: BaseException) -> bool:
+    return isinstance(_cause(err), (ActorDiedError, ActorUnavailableError))
+
+
+# ---------------------------------------------------------------------------------------------
+# The scheduler
+
+
+@dataclass(eq=False)
+class _Block:
+    """Run-time state of one block job."""
+
+    group: _Group
+    job: BlockJob
+    write_due: bool  # pending: its write is to be done (else read for its neighbours only)
+    users: int = 0  # writes still to come that take this block's predictions
+    patches: Any = None  # ObjectRef of (N, C, P, P) patches
+    valid: Any = None  # ObjectRef of the validity mask (or None)
+    reads: int = 0
+    pieces: list[tuple[int, _Call, int, int]] = field(default_factory=list)  # (start in block, call, rows)
+    emitted: int = 0
+    answered: int = 0
+    held: bool = False
+    write_ref: Any = None
+    writes: int = 0
+    written: bool = False
+
+    @property
+    def predicted(self) -> bool:
+        return self.answered == self.job.n_patches and self.emitted == self.job.n_patches
+
+
+@dataclass(eq=False)
+class _Call:
+    """One model call: segments ``(block, start, stop)`` of blocks' patches, in order."""
+
+    segments: list[tuple[_Block, int, int]]
+    actor: int = -1
+    out: Any = None
+    stats: Any = None
+    attempts: int = 0
+    live: int = 0  # blocks holding pieces of this call
+
+
+@dataclass(eq=False)
+class _Group:
+    plan: GroupPlan
+    res: InputReport
+    blocks: dict[int, _Block] = field(default_factory=dict)
+    users_of: dict[int, list[_Block]] = field(default_factory=dict)  # block index -> writes taking it
+    writes_left: int = 0
+    phase: int = 0
+    tasks: dict[Any, TaskJob] = field(default_factory=dict)
+    task_attempts: dict[str, int] = field(default_factory=dict)
+    failed: bool = False
+    done: bool = False
+    t0: float = 0.0
+
+
+class _Scheduler:
+    """Runs the model phase and later phases of every group of a job on Ray."""
+
+    def __init__(
+        self,
+        store: Store,
+        groups: list[_Group],
+        pool: _Pool,
+        res: _Resources,
+        spec: JobSpec,
+        plan: JobPlan,
+        report: JobReport,
+        progress: Any,
+    ) -> None:
+        self.store, self.groups, self.pool, self.spec, self.plan = store, groups, pool, spec, plan
+        self.report, self.bar = report, progress
+        self.read = ray.remote(read_block_task).options(num_returns=2, **res.task_options)
+        self.write = ray.remote(write_block_task).options(**res.task_options)
+        self.run_task = ray.remote(run_task).options(**res.task_options)
+        self.batch = spec.batch_size
+        self.call_max = max(self.batch, 4 * self.batch)
+        span = max((max(j.needs) - min(j.needs) for g in groups for j in g.plan.jobs), default=0)
+        base = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * res.workers + 2))
+        self.limit = max(base, span + 2)  # gaussian: a block's write waits for its lower neighbours
+        self.queue: deque[_Block] = deque()
+        self.pending: list[tuple[_Block, int, int]] = []
+        self.pending_n = 0
+        self.calls: dict[Any, _Call] = {}  # stats ref -> call in flight
+        self.writes: dict[Any, _Block] = {}  # write ref -> block
+        self.tasks: dict[Any, _Group] = {}  # later-phase task ref -> group
+        self.held = 0
+        for g in groups:
+            pending = {j.index for j in g.plan.pending}
+            for job in g.plan.predict:
+                g.blocks[job.index] = _Block(g, job, job.index in pending)
+            for j in g.plan.pending:
+                for k in j.needs:
+                    g.blocks[k].users += 1
+                    g.users_of.setdefault(k, []).append(g.blocks[j.index])
+            g.writes_left = len(pending)
+            self.queue.extend(g.blocks[j.index] for j in g.plan.predict)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for g in self.groups:
+            if not g.plan.pending:
+                self._after_model_phase(g)
+        while True:
+            while self.queue and self.held < self.limit:
+                b = self.queue.popleft()
+                if not b.group.failed:
+                    self._read(b)
+                    self._emit(full_only=True)
+            outstanding = [*self.calls, *self.writes, *self.tasks]
+            if not outstanding:
+                if self.pending:
+                    self._emit(full_only=False)  # nothing else can move: the tail goes as it is
+                    continue
+                if self.queue:
+                    raise RuntimeError("geoseg scheduler: blocks left but nothing in flight (window too small)")
+                break
+            ready, _ = ray.wait(outstanding, num_returns=1, timeout=1.0)
+            for ref in ready:
+                if ref in self.calls:
+                    self._call_done(ref)
+                elif ref in self.writes:
+                    self._write_done(ref)
+                else:
+                    self._task_done(ref)
+
+    # -- reading and packing -----------------------------------------------------------------
+
+    def _read(self, b: _Block) -> None:
+        b.reads += 1
+        b.patches, b.valid = self.read.remote(b.job.read)
+        if not b.held:
+            b.held = True
+            self.held += 1
+        if b.group.t0 == 0.0:
+            b.group.t0 = time.perf_counter()
+        self.pending.append((b, 0, b.job.n_patches))
+        self.pending_n += b.job.n_patches
+        b.emitted = b.job.n_patches
+
+    def _emit(self, full_only: bool) -> None:
+        """Cut the pending patches into calls of whole batches; with ``full_only`` False, also
+        the rest (the job's last, padded batch, or a window that cannot grow)."""
+        while self.pending_n >= self.batch or (not full_only and self.pending_n):
+            size = min(self.call_max, self.pending_n - self.pending_n % self.batch) if self.pending_n >= self.batch else self.pending_n
+            segments: list[tuple[_Block, int, int]] = []
+            while size:
+                b, lo, hi = self.pending[0]
+                take = min(size, hi - lo)
+                segments.append((b, lo, lo + take))
+                size -= take
+                self.pending_n -= take
+                if lo + take == hi:
+                    self.pending.pop(0)
+                else:
+                    self.pending[0] = (b, lo + take, hi)
+            self._submit_call(_Call(segments))
+
+    def _submit_call(self, call: _Call) -> None:
+        call.segments = [s for s in call.segments if not s[0].group.failed]
+        if not call.segments:
+            return
+        call.attempts += 1
+        arrays: list[Any] = []
+        index: dict[int, int] = {}
+        bounds = []
+        for b, lo, hi in call.segments:
+            if id(b) not in index:
+                index[id(b)] = len(arrays)
+                arrays.append(b.patches)
+            bounds.append((index[id(b)], lo, hi))
+        call.actor = self.pool.pick()
+        self.pool.busy[call.actor] += 1
+        actor = self.pool.actors[call.actor]
+        call.out, call.stats = actor.predict.options(num_returns=2).remote(bounds, self.plan.output == "labels", *arrays)
+        self.calls[call.stats] = call
+
+    def _call_done(self, ref: Any) -> None:
+        call = self.calls.pop(ref)
+        self.pool.busy[call.actor] -= 1
+        try:
+            stats = ray.get(ref)
+        except RayError as e:
+            self._call_failed(call, e)
+            return
+        offset = 0
+        for (b, lo, hi), (n, zero) in zip(call.segments, stats, strict=True):
+            g = b.group
+            if not g.failed:
+                b.pieces.append((lo, call, offset, offset + n))
+                call.live += 1
+                b.answered += n
+                g.res.patches_forwarded += n
+                g.res.patches_zero += zero
+                self.bar.update(n)
+            offset += n
+        for b in {id(s[0]): s[0] for s in call.segments}.values():
+            if b.predicted and not b.group.failed:
+                b.pieces.sort(key=lambda p: p[0])
+                self._maybe_write_users(b)
+
+    def _call_failed(self, call: _Call, err: RayError) -> None:
+        """A call failed: its reads, or the actor. Redo what failed, within the retry bound."""
+        redo: list[tuple[_Block, int, int]] = []
+        reread: set[int] = set()
+        actor_failed = False
+        from_read = _raised_in(err, "read_block_task")
+        for b, lo, hi in call.segments:
+            g = b.group
+            if g.failed:
                 continue
-            results[scene].blocks_run += 1
-            bar.update(n)
+            read_err = _read_error(b) if from_read else None
+            if read_err is not None:
+                if _permanent(read_err) or b.reads > self.spec.retries:
+                    self._fail(g, _message(read_err), b.reads)
+                    continue
+                if id(b) not in reread:
+                    reread.add(id(b))
+                    b.reads += 1
+                    b.patches, b.valid = self.read.remote(b.job.read)
+                    g.res.blocks_retried += 1
+            elif from_read:
+                pass  # the failed read was of an older attempt: the block's current read stands
+            elif _permanent(err):
+                self._fail(g, _message(err), call.attempts)
+                continue
+            else:
+                actor_failed = True
+            g.res.patches_retried += hi - lo
+            redo.append((b, lo, hi))
+        if actor_failed:
+            for g in {id(b.group): b.group for b, _, _ in redo}.values():
+                g.res.actor_failures += 1
+            if _actor_died(err):
+                self.pool.replace(call.actor)
+                self.report.actors_restarted += 1
+                log.info("a model actor died (%s); started a new one and redoing its patches", _message(err))
+        if not redo:
+            return
+        if call.attempts > self.spec.retries:
+            for g in {id(b.group): b.group for b, _, _ in redo}.values():
+                self._fail(g, f"model call failed {call.attempts} times ({_message(err)})", call.attempts)
+            return
+        self._submit_call(_Call(redo, attempts=call.attempts))
 
+    # -- writing ------------------------------------------------------------------------------
+
+    def _maybe_write_users(self, b: _Block) -> None:
+        """Submit the write of every block that takes ``b``'s predictions and has all it needs."""
+        g = b.group
+        for u in g.users_of.get(b.job.index, ()):
+            if u.write_ref is None and not u.written and all(g.blocks[k].predicted for k in u.job.needs):
+                self._submit_write(u)
+
+    def _submit_write(self, b: _Block) -> None:
+        g = b.group
+        b.writes += 1
+        calls: list[Any] = []
+        index: dict[int, int] = {}
+        layout = []
+        for k in b.job.needs:
+            pieces = []
+            for _, call, lo, hi in g.blocks[k].pieces:
+                if id(call) not in index:
+                    index[id(call)] = len(calls)
+                    calls.append(call.out)
+                pieces.append((index[id(call)], lo, hi))
+            layout.append(pieces)
+        b.write_ref = self.write.remote(self.store.url, g.plan.name, b.job.key, b.job.write, b.valid, layout, *calls)
+        self.writes[b.write_ref] = b
+
+    def _write_done(self, ref: Any) -> None:
+        b = self.writes.pop(ref)
+        b.write_ref = None
+        g = b.group
+        try:
+            result: BlockResult = ray.get(ref)
+        except RayError as e:
+            if g.failed:
+                return
+            if _permanent(e) or b.writes > self.spec.retries:
+                self._fail(g, _message(e), b.writes)
+                return
+            g.res.blocks_retried += 1
+            if _lost(e):
+                self._repredict(b)
+            else:
+                self._submit_write(b)
+            return
+        if g.failed:
+            return
+        assert result.key == b.job.key
+        b.written = True
+        g.res.blocks_run += 1
+        g.writes_left -= 1
+        for k in b.job.needs:
+            d = g.blocks[k]
+            d.users -= 1
+            if d.users == 0:
+                self._release(d)
+        if g.writes_left == 0:
+            self._after_model_phase(g)
+
+    def _repredict(self, b: _Block) -> None:
+        """The predictions a write needed are lost (a node went away): read and predict them again."""
+        g = b.group
+        for k in b.job.needs:
+            d = g.blocks[k]
+            if d.predicted:
+                d.reads += 1
+                d.pieces, d.answered = [], 0
+                d.patches, d.valid = self.read.remote(d.job.read)
+                g.res.patches_retried += d.job.n_patches
+                self.pending.append((d, 0, d.job.n_patches))
+                self.pending_n += d.job.n_patches
+        self._emit(full_only=False)
+
+    def _release(self, b: _Block) -> None:
+        """Drop a block's references: its patches, validity and (once no block holds it) calls."""
+        if b.held:
+            b.held = False
+            self.held -= 1
+        for _, call, _, _ in b.pieces:
+            call.live -= 1
+            if call.live == 0:
+                call.out = None
+        b.patches = b.valid = None
+        b.pieces = []
+
+    # -- later phases and finishing ------------------------------------------------------------
+
+    def _after_model_phase(self, g: _Group) -> None:
+        phases = g.plan.later_pending
+        while g.phase < len(phases) and not phases[g.phase]:
+            g.phase += 1
+        if g.phase < len(phases):
+            for t in phases[g.phase]:
+                self._submit_task(g, t)
+            return
+        self._finish(g)
+
+    def _submit_task(self, g: _Group, t: TaskJob) -> None:
+        g.task_attempts[t.key] = g.task_attempts.get(t.key, 0) + 1
+        ref = self.run_task.remote(self.store.url, g.plan.name, t.key, t.task)
+        g.tasks[ref] = t
+        self.tasks[ref] = g
+
+    def _task_done(self, ref: Any) -> None:
+        g = self.tasks.pop(ref)
+        t = g.tasks.pop(ref)
+        try:
+            ray.get(ref)
+        except RayError as e:
+            if g.failed:
+                return
+            if _permanent(e) or g.task_attempts[t.key] > self.spec.retries:
+                self._fail(g, _message(e), g.task_attempts[t.key])
+            else:
+                g.res.blocks_retried += 1
+                self._submit_task(g, t)
+            return
+        if g.failed or g.tasks:
+            return
+        g.phase += 1
+        self._after_model_phase(g)
+
+    def _finish(self, g: _Group) -> None:
+        if g.failed or g.done:
+            return
+        extra = {
+            "grid_patches": g.plan.grid_patches,
+            "patches_forwarded": g.res.patches_forwarded,
+            "patches_zero": g.res.patches_zero,
+            "numerics": self.report.numerics,
+        }
+        why = finish_group(self.store, g.plan, extra)
+        g.done = True
+        g.res.seconds = time.perf_counter() - g.t0 if g.t0 else 0.0
+        if why:
+            g.res.status, g.res.error = "failed", why
+        else:
+            g.res.status = "complete"
+
+    def _fail(self, g: _Group, error: str, attempts: int) -> None:
+        if g.failed:
+            return
+        g.failed = True
+        g.res.status = "failed"
+        g.res.error = error if attempts <= 1 else f"{error} (after {attempts} attempts)"
+        for b in g.blocks.values():
+            self._release(b)
+        self.pending = [s for s in self.pending if s[0].group is not g]
+        self.pending_n = sum(hi - lo for _, lo, hi in self.pending)
+        if self.spec.on_error == "fail":
+            raise GeosegError(f"{g.plan.path}: {g.res.error}")
+
+
+def _read_error(b: _Block) -> BaseException | None:
+    """The error of the block's read task, if it failed (None while running or fine)."""
+    if b.valid is None:
+        return None
+    ready, _ = ray.wait([b.valid], timeout=0)
+    if not ready:
+        return None
     try:
-        for plan in plans:
-            if isinstance(plan, CasePlan):
-                settle(wait_all=False)
-                patches_ref = read_vol.remote(plan.info, plan.grid, plan.context)
-                pred = actors[turn % workers].predict.remote(patches_ref, plan.name, labels_only)
-                turn += 1
-                ref = stitch_vol.remote(
-                    store, plan.info, plan.grid, spec.stitch, card.n_classes, lesion_classes, min_lesion_ml, pred
-                )
-                inflight[ref] = plan.name
-                continue
-            deps = _dependencies(plan, spec.stitch)
-            users: dict[int, int] = defaultdict(int)
-            for d in deps.values():
-                for k in d:
-                    users[k] += 1
-            preds: dict[int, ray.ObjectRef] = {}
-            valids: dict[int, ray.ObjectRef] = {}
-            waiting = sorted(deps)
-            for k in sorted(users):
-                if plan.name in failed:
-                    break
-                settle(wait_all=False)
-                patches_ref, valid_ref = read.remote(plan.info, plan.bands, plan.grid, plan.blocks[k])
-                preds[k] = actors[turn % workers].predict.remote(patches_ref, plan.name, labels_only)
-                if k in deps:
-                    valids[k] = valid_ref
-                turn += 1
-                still = []
-                for j in waiting:
-                    if all(d in preds for d in deps[j]):
-                        srcs = tuple(plan.blocks[d] for d in deps[j])
-                        ref = stitch.remote(
-                            store, plan.name, plan.grid, plan.blocks[j], spec.stitch, card.n_classes,
-                            spec.write_probs, srcs, valids.pop(j), *(preds[d] for d in deps[j]),
-                        )  # fmt: skip
-                        inflight[ref] = plan.name
-                        for d in deps[j]:
-                            users[d] -= 1
-                            if users[d] == 0:
-                                del preds[d]
-                    else:
-                        still.append(j)
-                waiting = still
-        settle(wait_all=True)
-        for counts in ray.get([a.take_counts.remote() for a in actors]):
-            for scene, n in counts.items():
-                results[scene].patches_forwarded += n
-        for counts in ray.get([a.take_zero_counts.remote() for a in actors]):
-            for scene, n in counts.items():
-                results[scene].patches_zero += n
-        report.run_seconds = time.perf_counter() - t_run
-    except BaseException:
-        release_workers()  # queued calls of a failed job must not linger in a reused pool
-        raise
-    finally:
-        bar.close()
+        ray.get(b.valid)
+    except RayError as e:
+        return e
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -463,67 +770,99 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="patch", desc="geoseg", disable=not enabled, smoothing=0.1, dynamic_ncols=True)
 
 
-def run_job(spec: JobSpec) -> JobReport:
-    """Run every input of ``spec``; bad inputs are reported (or raise, with ``on_error: fail``)."""
-    t0 = time.perf_counter()
-    model_spec = spec.model.to_model_spec()
-    model, card = load_model(model_spec)  # fails here, once, on a bad model: before any output exists
-    _min_lesion_ml(card)
-    spec.tiling.resolve(card.patch_px)  # a tiling that does not fit the patch fails the spec, once
-    init_ray(spec.ray_address)
-    _, _, _, kind = _ray_options(spec)
-    weights = f"{model_digest(model)}:{'cpu-fp32' if kind == 'cpu' else 'gpu-' + spec.precision}"
-    del model
-    report = JobReport()
-    results: dict[str, SceneResult] = {}
-    plans: list[ScenePlan | CasePlan] = []
-    volumes = card.normalisation.kind == "zscore_foreground"  # a volume model: inputs are MRI cases
-    planner = plan_case if volumes else plan_scene
-    out = Path(spec.output)
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"{out}: exists and is not a Zarr store folder; choose another --output")
-    for path in spec.inputs:
-        res = SceneResult(path=str(path))
-        report.scenes.append(res)
+def _prepare(store: Store, groups: list[_Group], numerics: str, overwrite: bool) -> None:
+    """Create each group's arrays and metadata (or check a resumed one computes the same way)."""
+    for g in groups:
         try:
-            plan = planner(Path(path), card, spec, weights, {p.name for p in plans})
+            if g.plan.resumed:
+                was = str(group_meta(store, g.plan.name).get("numerics", ""))
+                if was and was != numerics:
+                    raise ModelError(
+                        f"group {g.plan.name!r} was started computing {was}, this run computes {numerics}: its "
+                        "blocks would mix two numerics; rerun on the hardware it started on, or pass --overwrite"
+                    )
+            else:
+                prepare_group(store, g.plan.layout, g.plan.fingerprint, {**g.plan.meta, "numerics": numerics}, overwrite)
         except GeosegError as e:
-            if spec.on_error == "fail":
-                raise
-            res.status, res.error = "failed", str(e)
-            continue
-        res.name = plan.name
-        res.grid_patches = plan.total_patches if isinstance(plan, CasePlan) else len(plan.grid)
-        res.blocks_total = 1 if isinstance(plan, CasePlan) else len(plan.blocks)
-        res.patches_needed = plan.pending_patches
-        results[plan.name] = res
-        plans.append(plan)
-    todo = [p for p in plans if p.pending]
-    if todo:
-        _execute(todo, spec, card, weights, results, report)
-    for plan in plans:
-        res = results[plan.name]
-        if plan.complete:
-            res.status = "complete"  # nothing to do: its blocks may be of another block size
-            continue
-        if res.status == "failed" and res.error:
-            continue
-        done = done_blocks(spec.output, plan.name)
-        names = [CASE_BLOCK] if isinstance(plan, CasePlan) else [b.name for b in plan.blocks]
-        missing = [b for b in names if b not in done]
-        if missing:
-            res.status, res.error = "failed", f"{len(missing)} blocks unfinished (e.g. {missing[0]}); rerun to resume"
-            continue
-        extra: dict[str, Any] = {"grid_patches": res.grid_patches, "patches_forwarded": res.patches_forwarded, "patches_zero": res.patches_zero, "blocks": len(names)}
-        if isinstance(plan, CasePlan):
-            extra["lesions"] = _finish_case(spec.output, plan)
-        complete_group(spec.output, plan.name, extra)
-        res.status = "complete"
-    if any(r.status == "complete" for r in results.values()):
-        with warnings.catch_warnings():
-            # zarr warns that consolidated metadata is outside the v3 spec and that the marker
-            # folder is no Zarr node; xarray reads the store root's consolidated metadata.
-            warnings.simplefilter("ignore", UserWarning)
-            zarr.consolidate_metadata(str(spec.output), zarr_format=3)
+            g.failed = True
+            g.res.status, g.res.error = "failed", str(e)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """On any exit by error or interrupt, stop the actors: queued calls must not linger."""
+    try:
+        yield
+    except BaseException:
+        release_workers()
+        raise
+
+
+def resolve(spec: JobSpec) -> tuple[ModelCard, str]:
+    """The job's card and weights identity, checked before any output exists."""
+    card = resolve_card(spec.model)
+    min_lesion_ml(card)
+    spec.tiling.resolve(card.patch_px)  # a tiling that does not fit the patch fails the spec, once
+    return card, weights_identity(spec.model)
+
+
+def run_job(spec: JobSpec) -> JobReport:
+    """Run every input of ``spec``; bad inputs are reported (or raise, with ``on_error: fail``).
+
+    Ray is started (or joined) only when some block is left to do: a rerun of a finished job,
+    or a job whose inputs all fail, returns without it.
+
+    Raises:
+        GeosegError: a bad model, spec or store (one line), or the first bad input with
+            ``on_error: fail``.
+    """
+    t0 = time.perf_counter()
+    card, weights = resolve(spec)
+    plan = plan_job(spec, card, weights)
+    report = JobReport(notes=list(plan.notes))
+    for note in plan.notes:
+        log.info("%s", note)
+    results: dict[str, InputReport] = {}
+    for f in plan.failures:
+        results[f.path] = InputReport(path=f.path, error=f.error)
+    groups: list[_Group] = []
+    for gp in plan.groups:
+        res = InputReport(
+            path=gp.path, name=gp.name, grid_patches=gp.grid_patches, blocks_total=len(gp.jobs),
+            patches_needed=gp.patches_needed,
+        )  # fmt: skip
+        results[gp.path] = res
+        if gp.complete:
+            res.status, res.already = "complete", True  # nothing to do: its blocks may be of another block size
+        else:
+            groups.append(_Group(gp, res))
+    report.scenes = [results[p] for p in plan.order if p in results]
+    if groups:
+        store = plan.store
+        started = connect(spec, _local_cpus(spec) if not _cluster_address(spec) else None)
+        with _interruptible():
+            res = _resources(spec)
+            pool = _actor_pool(spec, res)
+            info = pool.describe()
+            report.workers, report.device = res.workers, info[0]["device"].split(":")[0]
+            report.numerics = info[0]["numerics"]
+            unconsolidate_root(store)
+            try:
+                _prepare(store, groups, report.numerics, spec.overwrite)
+                live = [g for g in groups if not g.failed]
+                if spec.on_error == "fail" and len(live) < len(groups):
+                    bad = next(g for g in groups if g.failed)
+                    raise GeosegError(f"{bad.plan.path}: {bad.res.error}")
+                bar = _progress(sum(g.plan.patches_needed for g in live), spec.progress)
+                t_run = time.perf_counter()
+                try:
+                    _Scheduler(store, live, pool, res, spec, plan, report, bar).run()
+                finally:
+                    bar.close()
+                report.run_seconds = time.perf_counter() - t_run
+            finally:
+                consolidate_root(store)  # also after an interrupt: the groups finished so far
+        if started:
+            log.debug("Ray started for this job")
     report.seconds = time.perf_counter() - t0
     return report

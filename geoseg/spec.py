@@ -13,39 +13,17 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from geoseg.errors import SpecError
 from geoseg.core.grid import Tiling
 from geoseg.models import ModelSpec
 
-__all__ = ["JobSpec", "ModelSection", "TilingSection", "load_spec", "parse_spec"]
+__all__ = ["JobSpec", "ModelSpec", "TilingSection", "load_spec", "parse_spec"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ModelSection(_Frozen):
-    """Which model: a registered ``name``, a ``checkpoint`` (+ ``card``), or a TorchScript/
-    torch.export ``file`` with a card beside it."""
-
-    name: str | None = None
-    checkpoint: Path | None = None
-    card: Path | None = None
-    file: Path | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelSection:
-        if self.name is None and self.checkpoint is None and self.file is None:
-            raise ValueError("give a model name (e.g. ndwi), a checkpoint or a file")
-        return self
-
-    def to_model_spec(self) -> ModelSpec:
-        return ModelSpec(
-            name=self.name, checkpoint=self.checkpoint, card=self.card, file=self.file, params=dict(self.params)
-        )
 
 
 class TilingSection(_Frozen):
@@ -61,12 +39,14 @@ class JobSpec(_Frozen):
 
     inputs: tuple[Path, ...] = Field(min_length=1)
     output: Path
-    model: ModelSection
+    model: ModelSpec
     tiling: TilingSection = TilingSection()
     stitch: Literal["crop", "gaussian"] = "crop"
     block_px: int = Field(default=1792, ge=1)  # 4 default chunks: 8 x 8 cores = 4 whole batches of 16
     workers: int | None = Field(default=None, ge=1, description="model actors; default one per GPU, else 1")
-    cpus_per_worker: float = Field(default=1.0, gt=0)
+    cpus_per_worker: float | None = Field(
+        default=None, gt=0, description="CPUs each model actor reserves; default 1, less where the cluster has fewer"
+    )
     threads_per_worker: int | None = Field(default=None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
@@ -75,21 +55,33 @@ class JobSpec(_Frozen):
     on_error: Literal["skip", "fail"] = "skip"
     overwrite: bool = False
     max_blocks_in_flight: int | None = Field(default=None, ge=1)
+    retries: int = Field(default=2, ge=0, description="attempts after the first for a block whose task or actor fails")
     ray_address: str | None = None
     progress: bool = True
     modality_patterns: dict[str, tuple[str, ...]] | None = Field(
         default=None, description="MRI: filename globs per modality, e.g. {flair: ['*FLAIR*']}"
     )
 
+    _from_patterns: frozenset[Path] = PrivateAttr(default_factory=frozenset)
+
     @field_validator("inputs", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str | os.PathLike) else v
 
+    def from_pattern(self, path: Path) -> bool:
+        """Whether ``path`` came from a glob of ``inputs`` (not named one by one): a path a
+        pattern caught that is no input of the model's kind is skipped, not an error."""
+        return path in self._from_patterns
 
-def _expand(paths: tuple[Path, ...], base: Path, source: str) -> tuple[Path, ...]:
-    """Resolve against ``base`` and expand globs (a glob that matches nothing is an error)."""
+
+def _expand(paths: tuple[Path, ...], base: Path, source: str) -> tuple[tuple[Path, ...], frozenset[Path]]:
+    """Resolve against ``base`` and expand globs (a glob that matches nothing is an error).
+
+    Returns the inputs, and which of them came from a pattern.
+    """
     out: list[Path] = []
+    globbed: set[Path] = set()
     for p in paths:
         full = p if p.is_absolute() else base / p
         if any(ch in str(p) for ch in "*?["):
@@ -97,9 +89,10 @@ def _expand(paths: tuple[Path, ...], base: Path, source: str) -> tuple[Path, ...
             if not hits:
                 raise SpecError(f"{source}: inputs: pattern {str(p)!r} matches no file under {base}; check the pattern")
             out.extend(Path(h) for h in hits)
+            globbed.update(Path(h) for h in hits)
         else:
             out.append(full)
-    return tuple(out)
+    return tuple(out), frozenset(globbed)
 
 
 def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
@@ -109,9 +102,10 @@ def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
     model = spec.model.model_copy(
         update={k: fix(getattr(spec.model, k)) or getattr(spec.model, k) for k in ("checkpoint", "card", "file")}
     )
-    return spec.model_copy(
-        update={"inputs": _expand(spec.inputs, base, source), "output": fix(spec.output) or spec.output, "model": model}
-    )
+    inputs, globbed = _expand(spec.inputs, base, source)
+    out = spec.model_copy(update={"inputs": inputs, "output": fix(spec.output) or spec.output, "model": model})
+    out._from_patterns = globbed
+    return out
 
 
 def _section_of(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel]:
@@ -145,6 +139,8 @@ def explain_validation(err: ValidationError, source: str, root: type[BaseModel],
     elif "input" in first and first["type"] != "value_error":
         msg = f"{first['input']!r}: {msg}"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if msg.startswith((f"{where}.", f"{where}:")):
+        return SpecError(f"{source}: {msg}{more}; {hint}")  # a section that names its own field
     return SpecError(f"{source}: {where}: {msg}{more}; {hint}")
 
 

@@ -141,16 +141,16 @@ def test_real_cli_process_example_run_and_export(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("ray_local")
 def test_review_findings_stay_fixed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A complete store rerun with another block size is complete (not 'unfinished'); workers that
-    would take every CPU are refused instead of hanging; a nested typo lists that section's fields;
-    --param merges into the spec's params."""
+    """A complete store rerun with another block size is complete (not 'unfinished'); workers whose
+    explicit CPUs would take every CPU are refused instead of hanging; a nested typo lists that
+    section's fields; --param merges into the spec's params."""
     src = write_raster(tmp_path / "s.tif", water_scene((300, 300)), descriptions=S2)
     out = tmp_path / "o.zarr"
     base = ["run", "-i", str(src), "-m", "ndwi", "-o", str(out), "--no-progress"]
     assert main(base) == 0
     assert main([*base, "--block-size", "448"]) == 0
     assert "1/1 inputs complete, nothing to run" in capsys.readouterr().out
-    code, err = _run_cli([*base, "--workers", "4"], capsys)
+    code, err = _run_cli([*base, "--workers", "4", "--cpus-per-worker", "1", "--overwrite"], capsys)
     assert code == 2 and "leave fewer than 1" in err
     spec = tmp_path / "job.yaml"
     spec.write_text(f"inputs: [{src}]\noutput: {tmp_path / 'p.zarr'}\nmodel: {{name: ndwi, params: {{threshold: 0.5}}, thresh: 1}}\n")

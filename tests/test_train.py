@@ -14,7 +14,8 @@ import torch.nn.functional as F
 import geoseg.train._loop as loop
 from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.core.grid import Tiling
-from geoseg.models import ModelSpec, load_model, model_card
+from geoseg.infer import Predictor
+from geoseg.models import ModelCard, ModelSpec, load_model, model_card
 from geoseg.models._mri import MRI_TUMOUR_WEIGHTS
 from geoseg.sources import load_case, open_case
 from geoseg.train import (
@@ -252,7 +253,7 @@ def test_two_epochs_reduce_the_loss_and_the_checkpoint_loads(tmp_path: Path) -> 
     # the loaded model reproduces the validation Dice of its epoch through the public inference path
     case = load_labelled_case(spec.data.validation[0], spec.data)
     info = open_case(spec.data.validation[0], ("flair", "t1c"))
-    pred = predict_case(model, load_case(info), info.orientation, 0, Tiling(32, 32 // 8), 4)
+    pred = predict_case(Predictor(model, card=card), load_case(info), info.orientation, Tiling(32, 32 // 8))
     from geoseg.evaluate import brats_regions, dice
 
     truth = brats_regions(case.labels_file)
@@ -337,9 +338,11 @@ def test_predict_volume_equals_plain_slicewise_inference() -> None:
     from geoseg.models import UNet
 
     model = UNet(2 * 3, 4, base_channels=4, depth=2).eval()
+    card = ModelCard("t", "unet", ("a", "b", "c", "d"), ("flair", "t1c"), patch_px=32,
+                     params={"base_channels": 4, "depth": 2, "context_slices": 1})  # fmt: skip
     vol = np.zeros((2, 20, 28, 6), np.float32)
     vol[:, 3:17, 4:24, 1:4] = np.random.default_rng(0).normal(size=(2, 14, 20, 3))
-    got = predict_volume(model, vol, 1, Tiling(32, 4), 4, batch_size=3)
+    got = predict_volume(Predictor(model, batch_size=3, card=card, optimise=False), vol, Tiling(32, 4))
     for k in range(6):
         stack = slice_stack(vol, k, 1)
         padded = np.pad(stack, ((0, 0), (0, 12), (0, 4)), mode="reflect")

@@ -1,15 +1,23 @@
-"""Patches in, image out: extraction, ``crop``/``gaussian`` merging and the reference. Pure numpy.
+"""Patches in, image out: extraction, merging and the reference. Pure numpy.
 
-Both mergers follow "add, then finalize" and accumulate patches in the grid's global row-major
-order, so a pixel's value is the same float32 arithmetic whichever block it is stitched in:
-that is what makes the distributed run bit-identical to :func:`reference`.
+A merger takes one kind of patch output and follows "add, then finalize" (MONAI's
+``inferers/merger.py`` split: a protocol, one implementation per kind):
+
+- :class:`CropMerger`, :class:`GaussianMerger`: class scores (K, P, P) float32, ``crop`` or
+  ``gaussian`` stitching;
+- :class:`LabelMerger`: class labels (1, P, P) uint8, ``crop`` only (the argmax commutes with
+  cropping, so the model may answer labels, a fraction of the bytes).
+
+Mergers accumulate patches in the grid's global row-major order, so a pixel's value is the
+same float32 arithmetic whichever block it is stitched in: that is what makes the distributed
+run bit-identical to :func:`reference`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -18,17 +26,34 @@ from geoseg.core.grid import PatchGrid, Window
 
 __all__ = [
     "StitchMode",
+    "PatchOutput",
+    "NODATA_LABEL",
+    "Merger",
     "extract_patches",
     "gaussian_weight",
     "CropMerger",
     "GaussianMerger",
+    "LabelMerger",
     "make_merger",
     "labels_from_scores",
+    "stitch_extent",
     "reference",
 ]
 
 StitchMode = Literal["crop", "gaussian"]
+PatchOutput = Literal["scores", "labels"]
+"""What a semantic model's patch answer is: ``scores`` (K, P, P) float32 class probabilities, or
+``labels`` (1, P, P) uint8 argmax labels. The plan chooses it; no task guesses it from a dtype."""
 NODATA_LABEL = 255
+
+
+class Merger(Protocol):
+    """Stitches patch results into one extent: ``add`` each patch in global grid order, then
+    ``finalize`` once (a finalized merger refuses more patches)."""
+
+    def add(self, iy: int, ix: int, result: np.ndarray) -> None: ...
+
+    def finalize(self) -> np.ndarray: ...
 
 
 def extract_patches(
@@ -119,8 +144,7 @@ class _Merger:
 class CropMerger(_Merger):
     """Each pixel from the one patch whose core holds it (patches not touching a core are skipped).
 
-    Works on any dtype: on (1, P, P) uint8 labels it stitches a mask directly, which equals
-    stitching the scores and taking the argmax, pixel for pixel.
+    (K, P, P) float32 scores in, (K, h, w) float32 out.
     """
 
     def add(self, iy: int, ix: int, scores: np.ndarray) -> None:
@@ -165,14 +189,60 @@ class GaussianMerger(_Merger):
         return out
 
 
+class LabelMerger(CropMerger):
+    """``crop`` stitching of (1, P, P) uint8 labels into an (h, w) uint8 mask: equal, pixel for
+    pixel, to stitching the scores and taking the argmax."""
+
+    def __init__(self, grid: PatchGrid, extent: Window) -> None:
+        super().__init__(grid, extent, 1, np.uint8)
+
+    def finalize(self) -> np.ndarray:
+        return self._take()[0]
+
+
 def make_merger(
-    mode: StitchMode, grid: PatchGrid, extent: Window, n_classes: int
-) -> CropMerger | GaussianMerger:
-    if mode == "crop":
-        return CropMerger(grid, extent, n_classes)
-    if mode == "gaussian":
-        return GaussianMerger(grid, extent, n_classes)
-    raise InputError(f"stitch mode {mode!r} is unknown: use 'crop' or 'gaussian'")
+    mode: StitchMode, grid: PatchGrid, extent: Window, n_classes: int, output: PatchOutput = "scores"
+) -> Merger:
+    """The merger for ``output`` patches stitched with ``mode`` into ``extent``."""
+    if mode not in ("crop", "gaussian"):
+        raise InputError(f"stitch mode {mode!r} is unknown: use 'crop' or 'gaussian'")
+    if output == "labels":
+        if mode != "crop":
+            raise InputError("label patches stitch with crop only: ask the model for scores to blend with gaussian")
+        return LabelMerger(grid, extent)
+    if output != "scores":
+        raise InputError(f"patch output {output!r} is unknown: use 'scores' or 'labels'")
+    return CropMerger(grid, extent, n_classes) if mode == "crop" else GaussianMerger(grid, extent, n_classes)
+
+
+def stitch_extent(
+    grid: PatchGrid,
+    extent: Window,
+    mode: StitchMode,
+    output: PatchOutput,
+    n_classes: int,
+    results: Iterable[tuple[int, int, np.ndarray]],
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stitch patch results ``(iy, ix, result)`` (any order) into ``extent``.
+
+    Returns:
+        ``(labels, scores)``: (h, w) uint8 class labels, :data:`NODATA_LABEL` where ``valid``
+        (h, w) is False; and the (K, h, w) float32 scores (NaN where not valid), or None for
+        label patches.
+    """
+    merger = make_merger(mode, grid, extent, n_classes, output)
+    for iy, ix, result in sorted(results, key=lambda t: grid.index(t[0], t[1])):
+        merger.add(iy, ix, result)
+    out = merger.finalize()
+    if output == "labels":
+        if valid is not None:
+            out[~valid] = NODATA_LABEL
+        return out, None
+    labels = labels_from_scores(out, valid)
+    if valid is not None:
+        out[:, ~valid] = np.nan
+    return labels, out
 
 
 def labels_from_scores(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -12,9 +12,11 @@ import yaml
 
 from geoseg.errors import ModelError
 
-__all__ = ["Normalisation", "ModelCard", "BAND_ALIASES"]
+__all__ = ["Normalisation", "ModelCard", "BAND_ALIASES", "Task", "TASKS"]
 
 NormKind = Literal["none", "affine", "zscore_foreground"]
+Task = Literal["semantic", "instance"]
+TASKS: tuple[str, ...] = ("semantic", "instance")
 
 BAND_ALIASES: Mapping[str, tuple[str, ...]] = {
     # Role names a card may use for bands, and the band descriptions that carry them, tried in
@@ -74,8 +76,14 @@ class ModelCard:
 
     ``bands`` are the model's input channels in order: each a role from :data:`BAND_ALIASES`
     (``"green"``), a band description (``"B03"``) or a 1-based band index as text (``"2"``).
-    ``classes`` name the output channels; the mask stores the channel index. The model returns
-    logits (N, K, P, P) for K = ``len(classes)``.
+    ``classes`` name the output channels; the mask stores the channel index.
+
+    ``task`` declares what the model returns, so that nothing downstream guesses it:
+
+    - ``semantic``: logits (N, K, P, P) float for K = ``len(classes)``;
+    - ``instance``: per patch a dict of ``boxes`` (M, 4; x1, y1, x2, y2 in patch pixels),
+      ``labels`` (M,) int64 class indices, ``scores`` (M,) and ``masks`` (M, 1, P, P)
+      probabilities, as torchvision's Mask R-CNN returns them.
     """
 
     name: str
@@ -84,11 +92,14 @@ class ModelCard:
     bands: tuple[str, ...]
     normalisation: Normalisation = Normalisation()
     patch_px: int = 256
+    task: Task = "semantic"
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     licence: str = ""
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ModelError(f"model {self.name!r}: task {self.task!r} is unknown: use 'semantic' or 'instance'")
         if len(self.classes) < 2:
             raise ModelError(f"model {self.name!r} lists classes {list(self.classes)}: a card needs at least 2")
         if len(self.classes) > 255:
@@ -118,6 +129,7 @@ class ModelCard:
                 "scale": list(self.normalisation.scale),
             },
             "patch_px": self.patch_px,
+            "task": self.task,
             "params": dict(self.params),
             "description": self.description,
             "licence": self.licence,
@@ -139,6 +151,7 @@ class ModelCard:
                     scale=tuple(float(v) for v in norm.get("scale", ())),
                 ),
                 patch_px=int(data.get("patch_px", 256)),
+                task=str(data.get("task", "semantic")),  # type: ignore[arg-type]
                 params=dict(data.get("params") or {}),
                 description=str(data.get("description", "")),
                 licence=str(data.get("licence", "")),

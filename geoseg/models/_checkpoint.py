@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,10 +20,10 @@ from torch import nn
 from geoseg.errors import ModelError
 
 from ._card import ModelCard
+from ._files import ArchiveKind, archive_kind, first_line, require_file
 
 __all__ = ["ArchiveKind", "archive_kind", "read_checkpoint", "load_state", "save_checkpoint", "require_file"]
 
-ArchiveKind = Literal["torchscript", "pt2", "checkpoint"]
 
 
 def save_checkpoint(path: Path, model: nn.Module, card: ModelCard, extra: Mapping[str, Any] | None = None) -> Path:
@@ -95,35 +94,6 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, 
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelError(f"checkpoint {path}: {first_line(e)}; make the card match the training run") from None
-
-
-def archive_kind(path: Path) -> ArchiveKind:
-    """What a torch zip archive holds, read from its member names; non-zip files are checkpoints."""
-    if not zipfile.is_zipfile(path):
-        return "checkpoint"
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return "checkpoint"
-    if any(n.endswith("/archive_format") for n in names):
-        return "pt2"
-    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-        return "torchscript"
-    return "checkpoint"
-
-
-def require_file(path: Path, field_name: str) -> None:
-    """Raise :class:`ModelError` unless ``path`` is an existing file."""
-    if not path.is_file():
-        why = "is a folder" if path.is_dir() else "does not exist"
-        raise ModelError(f"{field_name} {path} {why}: check the path")
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (torch's run to many lines)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _torch_load(path: Path) -> Any:

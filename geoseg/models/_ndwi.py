@@ -7,27 +7,11 @@ from torch import nn
 
 from geoseg.errors import ModelError
 
+from ._builtin import NDWI_CARD, NDWI_DEFAULTS
 from ._card import ModelCard
 from ._params import card_params
 
 __all__ = ["NDWI", "NDWI_CARD", "build_ndwi"]
-
-NDWI_DEFAULTS = {"threshold": 0.0, "gain": 10.0}
-
-NDWI_CARD = ModelCard(
-    name="ndwi",
-    architecture="ndwi",
-    classes=("other", "water"),
-    bands=("green", "nir"),
-    patch_px=256,
-    params=dict(NDWI_DEFAULTS),
-    description=(
-        "McFeeters NDWI = (green - nir) / (green + nir), water where NDWI > threshold "
-        "(0 where green + nir = 0). Parameter-free; raw band values in. "
-        "McFeeters, S. K. (1996), Int. J. Remote Sensing 17(7):1425-1432."
-    ),
-    licence="no weights",
-)
 
 
 class NDWI(nn.Module):

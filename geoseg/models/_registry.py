@@ -1,24 +1,29 @@
-"""Named models and the builders for each architecture.
+"""Named models and the builders for each architecture, without importing torch.
 
 A *named model* (``list_models()``) is what a spec's ``model.name`` picks: a card plus a
 factory. Its card's ``architecture`` also makes the factory the builder for every card of that
 architecture, which is how :func:`build_model` turns a checkpoint's card into a module.
 Some named models are templates whose weights must come from a checkpoint.
+
+A factory is a callable or a ``"module:function"`` path, imported on the first build: the
+driver plans a job from cards alone and never imports torch for a built-in model.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import nn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import ModelError
 
+from ._builtin import MRI_TUMOUR_CARD, MRI_TUMOUR_WEIGHTS, NDWI_CARD, TORCHVISION_ARCHITECTURES, UNET_CARD, torchvision_card
 from ._card import ModelCard
-from ._ndwi import NDWI_CARD, build_ndwi
-from ._torchvision import TORCHVISION_ARCHITECTURES, build_torchvision, torchvision_card
-from ._unet import UNET_CARD, build_unet
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "ModelFactory",
@@ -31,25 +36,37 @@ __all__ = [
     "build_model",
 ]
 
-ModelFactory = Callable[[ModelCard], nn.Module]
+ModelFactory = Callable[[ModelCard], "nn.Module"]
 """Builds a randomly initialised (or parameter-free) module for a card."""
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
-    """A named model: its card, its factory, and whether weights must come from a checkpoint."""
+    """A named model: its card, its factory (a callable or ``"module:function"``), whether
+    weights must come from a checkpoint, and the file of packaged weights its factory loads."""
 
     card: ModelCard
-    factory: ModelFactory
+    factory: ModelFactory | str
     needs_checkpoint: bool = False
+    weights: Path | None = None
 
 
 _MODELS: dict[str, RegisteredModel] = {}
-_FACTORIES: dict[str, ModelFactory] = {}
+_FACTORIES: dict[str, ModelFactory | str] = {}
 
 
-def register_model(name: str, card: ModelCard, factory: ModelFactory, *, needs_checkpoint: bool = False) -> None:
+def register_model(
+    name: str,
+    card: ModelCard,
+    factory: ModelFactory | str,
+    *,
+    needs_checkpoint: bool = False,
+    weights: Path | None = None,
+) -> None:
     """Make ``name`` loadable by :func:`load_model` and ``card.architecture`` buildable.
+
+    ``weights`` is the file the factory loads packaged weights from, if any: its bytes are part
+    of every job's fingerprint, so a store is never resumed with other weights.
 
     Raises :class:`ModelError` when ``name`` is taken, or when ``card.architecture`` is
     already built by a different factory.
@@ -59,13 +76,13 @@ def register_model(name: str, card: ModelCard, factory: ModelFactory, *, needs_c
     if name in _MODELS:
         raise ModelError(f"model {name!r} is already registered: pick another name")
     known = _FACTORIES.get(card.architecture)
-    if known is not None and known is not factory:
+    if known is not None and known is not factory and known != factory:
         raise ModelError(
-            f"architecture {card.architecture!r} is already built by {getattr(known, '__name__', known)!r}: "
+            f"architecture {card.architecture!r} is already built by {_factory_name(known)!r}: "
             f"give model {name!r} a new architecture name or reuse that factory"
         )
     _FACTORIES[card.architecture] = factory
-    _MODELS[name] = RegisteredModel(card, factory, needs_checkpoint)
+    _MODELS[name] = RegisteredModel(card, factory, needs_checkpoint, weights)
 
 
 def list_models() -> list[str]:
@@ -98,6 +115,25 @@ def model_card(name: str) -> ModelCard:
     return registered_model(name).card
 
 
+def _factory_name(factory: ModelFactory | str) -> str:
+    return factory if isinstance(factory, str) else getattr(factory, "__qualname__", repr(factory))
+
+
+def factory_identity(factory: ModelFactory | str) -> str:
+    """``module:qualname`` of a factory: part of the fingerprint of a model without weights."""
+    if isinstance(factory, str):
+        return factory
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
+
+
+def _resolve(factory: ModelFactory | str) -> ModelFactory:
+    if not isinstance(factory, str):
+        return factory
+    module, _, attr = factory.partition(":")
+    fn: Any = getattr(importlib.import_module(module), attr)
+    return fn  # type: ignore[no-any-return]
+
+
 def build_model(card: ModelCard) -> nn.Module:
     """A randomly initialised (or parameter-free) module for ``card``, in eval mode.
 
@@ -113,14 +149,18 @@ def build_model(card: ModelCard) -> nn.Module:
             f"model {card.name!r} has architecture {card.architecture!r}, which is unknown: use one of "
             f"{', '.join(list_architectures())}"
         ) from None
-    return factory(card).eval()
+    return _resolve(factory)(card).eval()
 
 
 def _register_builtins() -> None:
-    register_model("ndwi", NDWI_CARD, build_ndwi)
-    register_model("unet", UNET_CARD, build_unet, needs_checkpoint=True)
+    register_model("ndwi", NDWI_CARD, "geoseg.models._ndwi:build_ndwi")
+    register_model("unet", UNET_CARD, "geoseg.models._unet:build_unet", needs_checkpoint=True)
     for architecture in TORCHVISION_ARCHITECTURES:
-        register_model(architecture, torchvision_card(architecture), build_torchvision, needs_checkpoint=True)
+        register_model(
+            architecture, torchvision_card(architecture), "geoseg.models._torchvision:build_torchvision",
+            needs_checkpoint=True,
+        )  # fmt: skip
+    register_model("mri-tumour", MRI_TUMOUR_CARD, "geoseg.models._mri:build_mri_tumour", weights=MRI_TUMOUR_WEIGHTS)
 
 
 _register_builtins()

@@ -14,21 +14,11 @@ from torch.nn import functional as F
 
 from geoseg.errors import ModelError
 
+from ._builtin import TORCHVISION_ARCHITECTURES, torchvision_card
 from ._card import ModelCard
 from ._params import card_params
 
 __all__ = ["TORCHVISION_ARCHITECTURES", "TorchvisionSegmentation", "build_torchvision", "torchvision_card"]
-
-TORCHVISION_ARCHITECTURES: tuple[str, ...] = (
-    "fcn_resnet50",
-    "fcn_resnet101",
-    "deeplabv3_resnet50",
-    "deeplabv3_resnet101",
-    "deeplabv3_mobilenet_v3_large",
-    "lraspp_mobilenet_v3_large",
-)
-"""Names of the ``torchvision.models.segmentation`` builders geoseg wraps."""
-
 
 def _builder(architecture: str) -> Callable[..., nn.Module]:
     from torchvision.models import segmentation  # noqa: PLC0415  (slow import, done on first build)
@@ -101,17 +91,3 @@ def build_torchvision(card: ModelCard) -> TorchvisionSegmentation:
     if len(card.bands) != 3:
         _replace_first_conv(model.backbone, len(card.bands))
     return TorchvisionSegmentation(model)
-
-
-def torchvision_card(architecture: str) -> ModelCard:
-    """The template card of a torchvision architecture: RGB in, two classes out."""
-    return ModelCard(
-        name=architecture,
-        architecture=architecture,
-        classes=("background", "foreground"),
-        bands=("red", "green", "blue"),
-        description=(
-            f"torchvision {architecture} (no aux head); weights come from a checkpoint, whose card "
-            "sets bands and classes. This built-in card is a template for random-init builds."
-        ),
-    )

@@ -7,25 +7,11 @@ from torch import nn
 
 from geoseg.errors import ModelError
 
+from ._builtin import UNET_CARD, UNET_DEFAULTS
 from ._card import ModelCard
 from ._params import card_params
 
 __all__ = ["UNet", "UNET_CARD", "build_unet"]
-
-UNET_DEFAULTS = {"base_channels": 32, "depth": 4, "context_slices": 0}
-
-UNET_CARD = ModelCard(
-    name="unet",
-    architecture="unet",
-    classes=("background", "foreground"),
-    bands=("red", "green", "blue"),
-    params=dict(UNET_DEFAULTS),
-    description=(
-        "U-Net (Ronneberger et al. 2015) with BatchNorm; weights come from a checkpoint, whose card "
-        "sets bands, classes and params. This built-in card is a template for random-init builds."
-    ),
-)
-
 
 def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(

@@ -7,40 +7,51 @@ Layout of one scene group ``<store>/<name>``::
     x, y         pixel-centre coordinates (CF), float64
     spatial_ref  scalar CF grid mapping (crs_wkt, spatial_ref, GeoTransform)
 
-and one marker per finished block at ``<store>/.geoseg/<name>/done/<block>``, beside the Zarr
-hierarchy rather than in it.
-
-The group's attributes carry the GeoZarr ``proj:``/``spatial:`` conventions and a ``geoseg``
-entry with the job fingerprint and status (``running`` until every block and the metadata are
-written, then ``complete``). Markers and chunks are plain files: the store is a path that every
-Ray node can see (local disk on one machine, a shared file system on a cluster).
+and of one volume group: ``mask`` and ``lesion_id`` on the file's voxel grid (i, j, k). The
+group's attributes carry the GeoZarr ``proj:``/``spatial:`` conventions (or the 4x4 affine)
+and a ``geoseg`` entry with the job fingerprint and status (``running`` until every block and
+the metadata are written, then ``complete``). Markers and tables are keys of the same store
+(:mod:`geoseg.sinks._layout`), read and written through :class:`~geoseg.sinks.Store`: no
+path arithmetic, no rename, so the same code serves any store zarr can open.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import json
 import warnings
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.errors import GroupNotFoundError
 
-from geoseg.errors import StoreError
 from geoseg.core.grid import Window
+from geoseg.errors import StoreError
+
+from ._layout import group_meta_prefix, marker_key, marker_name, markers_prefix
+from ._store import StoreLike, as_store
 
 __all__ = [
     "SceneLayout",
+    "VolumeLayout",
     "prepare_group",
     "write_block",
+    "write_volume",
     "done_blocks",
+    "read_markers",
     "mark_block_done",
     "complete_group",
+    "group_meta",
     "group_status",
+    "list_groups",
     "open_group",
+    "write_table",
+    "read_table",
+    "consolidate",
+    "consolidate_root",
+    "unconsolidate_root",
 ]
 
 _PROJ_CONVENTION = {
@@ -60,26 +71,65 @@ _SPATIAL_CONVENTION = {
 MASK_FILL = 255
 
 
+@dataclass(frozen=True)
 class SceneLayout:
-    """Shape, chunking and georeferencing of one output group (plain values)."""
+    """Shape, chunking, georeferencing and output arrays of one raster group (plain values).
 
-    def __init__(
-        self,
-        name: str,
-        shape_yx: tuple[int, int],
-        chunk_px: int,
-        classes: Sequence[str],
-        crs_wkt: str,
-        transform: tuple[float, ...],
-        write_probs: bool,
-    ) -> None:
-        self.name = name
-        self.shape_yx = shape_yx
-        self.chunk_px = chunk_px
-        self.classes = tuple(classes)
-        self.crs_wkt = crs_wkt
-        self.transform = tuple(float(v) for v in transform[:6])
-        self.write_probs = write_probs
+    ``write_probs`` adds the ``probs`` array beside ``mask``.
+    """
+
+    name: str
+    shape_yx: tuple[int, int]
+    chunk_px: int
+    classes: tuple[str, ...]
+    crs_wkt: str
+    transform: tuple[float, ...]
+    write_probs: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "transform", tuple(float(v) for v in self.transform[:6]))
+
+    def create(self, g: zarr.Group) -> dict[str, Any]:
+        """Create this layout's arrays in the empty group ``g``; returns the group's attributes."""
+        geo, cf = _geo_attrs(self)
+        h, w = self.shape_yx
+        chunk = (min(self.chunk_px, h), min(self.chunk_px, w))
+        mask = g.create_array(
+            "mask", shape=(h, w), chunks=chunk, dtype="uint8", fill_value=MASK_FILL, dimension_names=("y", "x")
+        )
+        mask.attrs.update(
+            {
+                "grid_mapping": "spatial_ref",
+                "coordinates": "spatial_ref",
+                "flag_values": list(range(len(self.classes))),
+                "flag_meanings": " ".join(c.replace(" ", "_") for c in self.classes),
+                "nodata_value": MASK_FILL,
+                "long_name": "class index",
+                **geo,
+            }
+        )
+        if self.write_probs:
+            probs = g.create_array(
+                "probs",
+                shape=(len(self.classes), h, w),
+                chunks=(len(self.classes), *chunk),
+                dtype="float32",
+                fill_value=float("nan"),
+                dimension_names=("class", "y", "x"),
+            )
+            probs.attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref", **geo})
+        a, b, c, d, e, f = self.transform
+        if b == 0 and d == 0:
+            x = g.create_array("x", shape=(w,), chunks=(w,), dtype="float64", dimension_names=("x",))
+            x[:] = c + a * (np.arange(w) + 0.5)
+            y = g.create_array("y", shape=(h,), chunks=(h,), dtype="float64", dimension_names=("y",))
+            y[:] = f + e * (np.arange(h) + 0.5)
+            x.attrs.update({"standard_name": "projection_x_coordinate", "axis": "X"})
+            y.attrs.update({"standard_name": "projection_y_coordinate", "axis": "Y"})
+        ref = g.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0)
+        ref.attrs.update(cf)
+        return geo
 
 
 def _geo_attrs(layout: SceneLayout) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -116,174 +166,171 @@ def _geo_attrs(layout: SceneLayout) -> tuple[dict[str, Any], dict[str, Any]]:
     return geo, cf
 
 
-def open_group(store: str | os.PathLike[str], name: str) -> zarr.Group:
+def list_groups(store: StoreLike) -> list[str]:
+    """Names of the groups at the store's root (one per input), sorted."""
+    st = as_store(store)
+    if not st.exists():
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the .geoseg keys are no Zarr node
+        try:
+            root = zarr.open_group(st.zarr, mode="r", zarr_format=3)
+        except (GroupNotFoundError, FileNotFoundError):
+            return []
+        return sorted(root.group_keys())
+
+
+def open_group(store: StoreLike, name: str) -> zarr.Group:
+    """The group ``name`` of ``store``, read-only.
+
+    Raises:
+        StoreError: no store there, or no such group (naming the groups there are).
+    """
+    st = as_store(store)
+    if not st.exists():
+        raise StoreError(f"{st.url}: no Zarr store there; check the path (geoseg run writes it)")
     try:
-        return zarr.open_group(str(store), path=name, mode="r", zarr_format=3)
+        return zarr.open_group(st.zarr, path=name, mode="r", zarr_format=3)
     except (GroupNotFoundError, FileNotFoundError):
-        raise StoreError(f"{store}: has no group {name!r}; run geoseg on that input first") from None
+        groups = list_groups(st)
+        there = f"groups there: {', '.join(groups)}" if groups else "it holds no group yet"
+        raise StoreError(f"{st.url}: has no group {name!r} ({there}); give one of them with --name") from None
 
 
-def group_status(store: str | os.PathLike[str], name: str) -> tuple[str, str] | None:
+def group_status(store: StoreLike, name: str) -> tuple[str, str] | None:
     """``(fingerprint, status)`` of an existing group, or None where there is none."""
-    if not (Path(store) / name / "zarr.json").exists():
+    st = as_store(store)
+    if not st.exists() or not st.has(f"{name}/zarr.json"):
         return None
-    attrs = open_group(store, name).attrs.get("geoseg", {})
+    attrs = open_group(st, name).attrs.get("geoseg", {})
     return str(attrs.get("fingerprint", "")), str(attrs.get("status", ""))
 
 
-def _claim(root: Path, name: str, fingerprint: str, overwrite: bool) -> zarr.Group | None:
+def group_meta(store: StoreLike, name: str) -> dict[str, Any]:
+    """The group's ``geoseg`` attributes (fingerprint, status, source, model, counts...)."""
+    return dict(open_group(store, name).attrs.get("geoseg", {}))
+
+
+def _set_status(store: StoreLike, name: str, status: str, extra: Mapping[str, Any] | None = None) -> None:
+    st = as_store(store)
+    g = zarr.open_group(st.zarr, path=name, mode="r+", zarr_format=3)
+    meta = dict(g.attrs.get("geoseg", {}))
+    meta.update(extra or {})
+    meta["status"] = status
+    g.attrs["geoseg"] = meta
+
+
+def _claim(store: StoreLike, name: str, fingerprint: str, overwrite: bool) -> zarr.Group | None:
     """The store's root group to create ``name`` in, or None where a group of this fingerprint
     exists already (a resumed run keeps its arrays and markers). A group of another fingerprint
-    is refused unless ``overwrite``, then removed with its markers."""
-    existing = group_status(root, name)
+    is refused unless ``overwrite``; then it is first marked ``replacing`` (never complete
+    again), and only then deleted with its markers, so an interrupted delete leaves nothing
+    that looks finished."""
+    st = as_store(store)
+    existing = group_status(st, name)
     if existing is not None and not overwrite:
         if existing[0] == fingerprint:
             return None
         raise StoreError(
-            f"{root}: group {name!r} was written by a different job (fingerprint "
+            f"{st.url}: group {name!r} was written by a different job (fingerprint "
             f"{existing[0][:12]} != {fingerprint[:12]}: other input, model or settings); "
             f"write to a new store or pass --overwrite"
         )
     if existing is not None:
-        shutil.rmtree(root / name)
-        shutil.rmtree(_done_dir(root, name), ignore_errors=True)
+        _set_status(st, name, "replacing")
+        st.delete_prefix(group_meta_prefix(name))
+        st.delete_prefix(f"{name}/")
+    st.check_writable()
     try:
-        return zarr.open_group(str(root), mode="a", zarr_format=3)
+        return zarr.open_group(st.zarr, mode="a", zarr_format=3)
     except (OSError, ValueError) as e:
-        raise StoreError(f"{root}: cannot create a Zarr store there ({e}); choose a writable path") from None
+        raise StoreError(f"{st.url}: cannot create a Zarr store there ({e}); choose a writable path") from None
 
 
 def prepare_group(
-    store: str | os.PathLike[str],
-    layout: SceneLayout,
+    store: StoreLike,
+    layout: SceneLayout | VolumeLayout,
     fingerprint: str,
     meta: Mapping[str, Any],
     overwrite: bool = False,
 ) -> bool:
-    """Create the group, arrays and metadata of one scene before any block is written.
+    """Create the group, arrays and metadata of one input before any block is written.
 
     Returns True where a group of the same fingerprint exists already (a resumed run: its
     arrays and markers are kept). A group written by another fingerprint raises StoreError
     unless ``overwrite``.
     """
-    root = Path(store)
-    top = _claim(root, layout.name, fingerprint, overwrite)
+    top = _claim(store, layout.name, fingerprint, overwrite)
     if top is None:
         return True
-    geo, cf = _geo_attrs(layout)
     g = top.create_group(layout.name, overwrite=True)
-    h, w = layout.shape_yx
-    chunk = (min(layout.chunk_px, h), min(layout.chunk_px, w))
-    mask = g.create_array(
-        "mask", shape=(h, w), chunks=chunk, dtype="uint8", fill_value=MASK_FILL, dimension_names=("y", "x")
-    )
-    mask.attrs.update(
-        {
-            "grid_mapping": "spatial_ref",
-            "coordinates": "spatial_ref",
-            "flag_values": list(range(len(layout.classes))),
-            "flag_meanings": " ".join(c.replace(" ", "_") for c in layout.classes),
-            "nodata_value": MASK_FILL,
-            "long_name": "class index",
-            **geo,
-        }
-    )
-    if layout.write_probs:
-        probs = g.create_array(
-            "probs",
-            shape=(len(layout.classes), h, w),
-            chunks=(len(layout.classes), *chunk),
-            dtype="float32",
-            fill_value=float("nan"),
-            dimension_names=("class", "y", "x"),
-        )
-        probs.attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref", **geo})
-    a, b, c, d, e, f = layout.transform
-    if b == 0 and d == 0:
-        x = g.create_array("x", shape=(w,), chunks=(w,), dtype="float64", dimension_names=("x",))
-        x[:] = c + a * (np.arange(w) + 0.5)
-        y = g.create_array("y", shape=(h,), chunks=(h,), dtype="float64", dimension_names=("y",))
-        y[:] = f + e * (np.arange(h) + 0.5)
-        x.attrs.update({"standard_name": "projection_x_coordinate", "axis": "X"})
-        y.attrs.update({"standard_name": "projection_y_coordinate", "axis": "Y"})
-    ref = g.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0)
-    ref.attrs.update(cf)
-    g.attrs.update({**geo, "geoseg": {"fingerprint": fingerprint, "status": "running", **meta}})
-    _done_dir(root, layout.name).mkdir(parents=True, exist_ok=True)
+    attrs = layout.create(g)
+    g.attrs.update({**attrs, "geoseg": {"fingerprint": fingerprint, "status": "running", **meta}})
     return False
 
 
+@dataclass(frozen=True)
 class VolumeLayout:
-    """Shape and geometry of one volume's output group, in the file's voxel order (plain values)."""
+    """Shape and geometry of one volume's output group, in the file's voxel order (plain values):
+    ``mask`` and ``lesion_id`` on the file's voxel grid (i, j, k), the 4x4 affine, and OME-Zarr
+    0.5 style ``multiscales`` giving the voxel size in mm."""
 
-    def __init__(
-        self,
-        name: str,
-        shape_xyz: tuple[int, int, int],
-        affine: tuple[tuple[float, ...], ...],
-        voxel_mm: tuple[float, float, float],
-        classes: Sequence[str],
-    ) -> None:
-        self.name = name
-        self.shape_xyz = shape_xyz
-        self.affine = tuple(tuple(float(v) for v in row) for row in affine)
-        self.voxel_mm = tuple(float(v) for v in voxel_mm)
-        self.classes = tuple(classes)
+    name: str
+    shape_xyz: tuple[int, int, int]
+    affine: tuple[tuple[float, ...], ...]
+    voxel_mm: tuple[float, float, float]
+    classes: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "affine", tuple(tuple(float(v) for v in row) for row in self.affine))
+        object.__setattr__(self, "voxel_mm", tuple(float(v) for v in self.voxel_mm))
+        object.__setattr__(self, "classes", tuple(self.classes))
 
-def prepare_volume_group(
-    store: str | os.PathLike[str],
-    layout: VolumeLayout,
-    fingerprint: str,
-    meta: Mapping[str, Any],
-    overwrite: bool = False,
-) -> bool:
-    """Create one case's group: ``mask`` and ``lesion_id`` on the file's voxel grid (i, j, k),
-    the 4x4 affine, and OME-Zarr 0.5 style ``multiscales`` giving the voxel size in mm."""
-    root = Path(store)
-    top = _claim(root, layout.name, fingerprint, overwrite)
-    if top is None:
-        return True
-    g = top.create_group(layout.name, overwrite=True)
-    chunks = tuple(min(n, 128) for n in layout.shape_xyz)
-    dims = ("i", "j", "k")
-    mask = g.create_array("mask", shape=layout.shape_xyz, chunks=chunks, dtype="uint8", fill_value=0, dimension_names=dims)
-    mask.attrs.update(
-        {
-            "flag_values": list(range(len(layout.classes))),
-            "flag_meanings": " ".join(c.replace(" ", "_") for c in layout.classes),
-            "long_name": "class index",
-        }
-    )
-    ids = g.create_array("lesion_id", shape=layout.shape_xyz, chunks=chunks, dtype="uint32", fill_value=0, dimension_names=dims)
-    ids.attrs["long_name"] = "lesion id (3-D connected component of the tumour classes), 0 = none"
-    axes = [{"name": d, "type": "space", "unit": "millimeter"} for d in dims]
-    scale = [{"type": "scale", "scale": list(layout.voxel_mm)}]
-    g.attrs.update(
-        {
+    def create(self, g: zarr.Group) -> dict[str, Any]:
+        """Create this layout's arrays in the empty group ``g``; returns the group's attributes."""
+        chunks = tuple(min(n, 128) for n in self.shape_xyz)
+        dims = ("i", "j", "k")
+        mask = g.create_array("mask", shape=self.shape_xyz, chunks=chunks, dtype="uint8", fill_value=0, dimension_names=dims)
+        mask.attrs.update(
+            {
+                "flag_values": list(range(len(self.classes))),
+                "flag_meanings": " ".join(c.replace(" ", "_") for c in self.classes),
+                "long_name": "class index",
+            }
+        )
+        ids = g.create_array("lesion_id", shape=self.shape_xyz, chunks=chunks, dtype="uint32", fill_value=0, dimension_names=dims)
+        ids.attrs["long_name"] = "lesion id (3-D connected component of the tumour classes), 0 = none"
+        axes = [{"name": d, "type": "space", "unit": "millimeter"} for d in dims]
+        scale = [{"type": "scale", "scale": list(self.voxel_mm)}]
+        return {
             "ome": {
                 "version": "0.5",
-                "multiscales": [{"name": layout.name, "axes": axes, "datasets": [{"path": "mask", "coordinateTransformations": scale}]}],
+                "multiscales": [{"name": self.name, "axes": axes, "datasets": [{"path": "mask", "coordinateTransformations": scale}]}],
             },
-            "affine": [list(row) for row in layout.affine],
-            "voxel_mm": list(layout.voxel_mm),
-            "geoseg": {"fingerprint": fingerprint, "status": "running", **meta},
+            "affine": [list(row) for row in self.affine],
+            "voxel_mm": list(self.voxel_mm),
         }
-    )
-    _done_dir(root, layout.name).mkdir(parents=True, exist_ok=True)
-    return False
 
 
-def write_volume(store: str | os.PathLike[str], name: str, mask: np.ndarray, lesion_ids: np.ndarray) -> None:
-    """Write a whole case (one task per case: the only writer of its chunks)."""
-    g = zarr.open_group(str(store), path=name, mode="r+", zarr_format=3)
-    g["mask"][...] = mask
-    g["lesion_id"][...] = lesion_ids
+def write_volume(store: StoreLike, name: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write whole arrays of a case (one task per case: the only writer of its chunks)."""
+    g = zarr.open_group(as_store(store).zarr, path=name, mode="r+", zarr_format=3)
+    for key, values in arrays.items():
+        g[key][...] = values
 
 
-def write_table(store: str | os.PathLike[str], name: str, table_name: str, columns: Mapping[str, np.ndarray]) -> None:
+def write_block(store: StoreLike, name: str, extent: Window, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write one block's chunks of each array in ``arrays`` (``(..., y, x)``, the block's extent):
+    called by exactly one task per block, chunks never shared."""
+    y0, x0, y1, x1 = extent
+    g = zarr.open_group(as_store(store).zarr, path=name, mode="r+", zarr_format=3)
+    for key, values in arrays.items():
+        g[key][..., y0:y1, x0:x1] = values
+
+
+def write_table(store: StoreLike, name: str, table_name: str, columns: Mapping[str, np.ndarray]) -> None:
     """Driver only, at finish: a table as 1-D arrays sharing one dimension, e.g. ``<case>/lesions``."""
-    g = zarr.open_group(str(store), path=name, mode="r+", zarr_format=3)
+    g = zarr.open_group(as_store(store).zarr, path=name, mode="r+", zarr_format=3)
     t = g.create_group(table_name, overwrite=True)
     t.attrs["columns"] = list(columns)
     for col, values in columns.items():
@@ -293,51 +340,67 @@ def write_table(store: str | os.PathLike[str], name: str, table_name: str, colum
             arr[:] = values
 
 
-def read_table(store: str | os.PathLike[str], name: str, table_name: str) -> dict[str, np.ndarray]:
+def read_table(store: StoreLike, name: str, table_name: str) -> dict[str, np.ndarray]:
     g = open_group(store, name)
     if table_name not in g:
-        raise StoreError(f"{store}: group {name!r} has no table {table_name!r}")
+        raise StoreError(f"{as_store(store).url}: group {name!r} has no table {table_name!r}")
     t = g[table_name]
     return {c: t[c][:] for c in t.attrs.get("columns") or sorted(t.array_keys())}
 
 
-def write_block(
-    store: str | os.PathLike[str],
-    name: str,
-    extent: Window,
-    mask: np.ndarray,
-    probs: np.ndarray | None = None,
-) -> None:
-    """Write one block's chunks: called by exactly one task per block, chunks never shared."""
-    y0, x0, y1, x1 = extent
-    arr = zarr.open_array(str(store), path=f"{name}/mask", mode="r+", zarr_format=3)
-    arr[y0:y1, x0:x1] = mask
-    if probs is not None:
-        parr = zarr.open_array(str(store), path=f"{name}/probs", mode="r+", zarr_format=3)
-        parr[:, y0:y1, x0:x1] = probs
+def mark_block_done(store: StoreLike, name: str, block_name: str, stats: Mapping[str, Any] | None = None) -> None:
+    """Record a finished block after its chunks are written: one whole-object write of its JSON
+    stats (readers see no marker or the whole marker, on a folder as on an object store)."""
+    as_store(store).set(marker_key(name, block_name), json.dumps(dict(stats or {})).encode())
 
 
-def _done_dir(store: str | os.PathLike[str], name: str) -> Path:
-    return Path(store) / ".geoseg" / name / "done"
+def done_blocks(store: StoreLike, name: str) -> frozenset[str]:
+    """Names of the blocks of group ``name`` whose marker exists."""
+    return frozenset(marker_name(k) for k in as_store(store).list_prefix(markers_prefix(name)))
 
 
-def mark_block_done(store: str | os.PathLike[str], name: str, block_name: str, stats: str = "") -> None:
-    """Record a finished block, atomically, after its chunks are written."""
-    d = _done_dir(store, name)
-    tmp = d / f".{block_name}.tmp{os.getpid()}"
-    tmp.write_text(stats)
-    os.replace(tmp, d / block_name)
+def read_markers(store: StoreLike, name: str) -> dict[str, dict[str, Any]]:
+    """Every marker of group ``name``: block name -> its stats."""
+    st = as_store(store)
+    out: dict[str, dict[str, Any]] = {}
+    for key in st.list_prefix(markers_prefix(name)):
+        data = st.get(key)
+        out[marker_name(key)] = json.loads(data) if data else {}
+    return out
 
 
-def done_blocks(store: str | os.PathLike[str], name: str) -> frozenset[str]:
-    d = _done_dir(store, name)
-    return frozenset(p.name for p in d.iterdir() if not p.name.startswith(".")) if d.exists() else frozenset()
+def consolidate_root(store: StoreLike) -> None:
+    """Consolidate the whole store's metadata into the root ``zarr.json``: xarray's
+    ``open_zarr(store, group=...)`` reads it in one request."""
+    st = as_store(store)
+    if not st.has("zarr.json"):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # consolidated metadata is outside the v3 spec; .geoseg is no node
+        zarr.consolidate_metadata(st.zarr, zarr_format=3)
 
 
-def complete_group(store: str | os.PathLike[str], name: str, extra: Mapping[str, Any]) -> None:
-    """Mark a group complete: only after every block's marker exists (the driver checks)."""
-    g = zarr.open_group(str(store), path=name, mode="r+", zarr_format=3)
-    meta = dict(g.attrs.get("geoseg", {}))
-    meta.update(extra)
-    meta["status"] = "complete"
-    g.attrs["geoseg"] = meta
+def unconsolidate_root(store: StoreLike) -> None:
+    """Drop the root's consolidated metadata before a run changes the hierarchy: stale, it would
+    hide the groups it does not list (zarr and xarray trust it); absent, they read each node."""
+    st = as_store(store)
+    raw = st.get("zarr.json")
+    if raw is None:
+        return
+    meta = json.loads(raw)
+    if meta.pop("consolidated_metadata", None) is not None:
+        st.set("zarr.json", json.dumps(meta, indent=2).encode())
+
+
+def consolidate(store: StoreLike, name: str) -> None:
+    """Consolidate group ``name``'s metadata into its own ``zarr.json`` (xarray opens it in one read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # consolidated metadata is outside the v3 spec
+        zarr.consolidate_metadata(as_store(store).zarr, path=name, zarr_format=3)
+
+
+def complete_group(store: StoreLike, name: str, extra: Mapping[str, Any]) -> None:
+    """Mark a group complete: only after every block's marker exists (the caller checks) and
+    its metadata is consolidated, so a complete group is whole."""
+    consolidate(store, name)
+    _set_status(store, name, "complete", extra)

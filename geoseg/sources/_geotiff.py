@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import InputError, SourceError
 from geoseg.core.grid import Window
+from geoseg.sources._identity import content_identity
 
 __all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
 
@@ -50,18 +50,6 @@ class RasterInfo:
         return Path(self.path).stem
 
 
-def _identity(path: Path) -> str:
-    """Fingerprint of the file's bytes that costs no full read: size, mtime and head/tail hashes."""
-    st = path.stat()
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    with path.open("rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 1 << 20:
-            f.seek(max(st.st_size - (1 << 20), 1 << 20))
-            h.update(f.read(1 << 20))
-    return h.hexdigest()
-
-
 def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
     """Open ``path`` for its metadata and check geoseg can read it; reads no pixels.
 
@@ -87,7 +75,7 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
                     transform=tuple(src.transform)[:6],  # type: ignore[arg-type]
                     nodata=src.nodata,
                     descriptions=tuple(src.descriptions),
-                    identity=_identity(p),
+                    identity=content_identity([p]),
                 )
     except RasterioError as e:
         raise SourceError(f"{p}: not a readable raster ({str(e).splitlines()[0]}); give a GeoTIFF/COG") from None

@@ -11,7 +11,6 @@ that compressed data is complete) and returns a :class:`CaseInfo` of plain value
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import zlib
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from geoseg.errors import InputError, SourceError, SpecError
+from geoseg.sources._identity import content_identity
 from geoseg.core.volume import Orientation, check_affine, orientation_of
 
 __all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case"]
@@ -46,7 +46,6 @@ DEFAULT_PATTERNS: dict[str, tuple[str, ...]] = {
 
 _SUFFIXES = (".nii.gz", ".nii")
 _AFFINE_ATOL = 1e-4
-_HEAD_BYTES = 1 << 20
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, ImageFileError, HeaderDataError)
 """What nibabel, gzip and zlib raise for a file that is not a (complete) NIfTI."""
 
@@ -59,7 +58,7 @@ class CaseInfo:
     4-D file and ``c`` is its index along the 4th axis. ``shape_xyz`` and ``affine`` (4x4,
     voxel to world in mm) are in the file's voxel order; ``voxel_mm`` are the lengths of the
     affine's voxel axes; ``dtype`` is the header's on-disk type; ``identity`` fingerprints the
-    files (sizes, mtimes, first MiB of each) for resuming.
+    files' content (:func:`~geoseg.sources._identity.content_identity`) for resuming.
     """
 
     path: str
@@ -229,17 +228,6 @@ def _check_complete(path: Path, img: Any) -> None:
         )
 
 
-def _identity(files: Sequence[Path], modalities: tuple[str, ...]) -> str:
-    """sha256 over the modalities and each file's name, size, mtime and first MiB."""
-    h = hashlib.sha256(("modalities=" + ",".join(modalities) + ";").encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-        with f.open("rb") as fh:
-            h.update(fh.read(_HEAD_BYTES))
-    return h.hexdigest()
-
-
 def _fmt_affine(a: np.ndarray) -> str:
     return "[" + ", ".join("[" + ", ".join(f"{float(x):.6g}" for x in row) + "]" for row in a) + "]"
 
@@ -332,7 +320,7 @@ def open_case(
     dtype = np.result_type(*(h[3] for h in headers))
     voxel_mm = np.linalg.norm(aff[:3, :3], axis=0)
     try:
-        identity = _identity(list(dict.fromkeys(files)), mods)
+        identity = content_identity(list(dict.fromkeys(files)), salt="modalities=" + ",".join(mods) + ";")
     except OSError as e:
         raise SourceError(f"{p}: cannot read it ({e.strerror or e}); check permissions") from None
     return CaseInfo(

@@ -1,96 +1,45 @@
-"""Slice-wise inference of a whole case, in the exact representation of geoseg's volume inference.
+"""Whole-case inference for training validation: the very path of ``geoseg run``.
 
-Used for validation while training and for checks of a trained model; the distributed
-pipeline does the same per slice on Ray.
+A case's slices are cut by :func:`geoseg._tasks.case_patches`, answered by a
+:class:`geoseg.infer.Predictor` (the model actor's code) and stitched by
+:func:`geoseg._tasks.stitch_case`, as the pipeline's read task, model actor and write task do,
+so a validation Dice and a ``geoseg run`` Dice come from the same code.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
 
+from geoseg._tasks import case_patches, stitch_case
 from geoseg.core.grid import Tiling, patch_grid
-from geoseg.core.stitch import CropMerger, extract_patches
 from geoseg.core.volume import Orientation
+from geoseg.infer import Predictor
 
-from ._data import normalise_case, slice_stack
+from ._data import normalise_case
 
 __all__ = ["predict_case", "predict_volume"]
 
 
-@torch.no_grad()
-def predict_volume(
-    model: nn.Module,
-    image_ras: np.ndarray,
-    context: int,
-    tiling: Tiling,
-    n_classes: int,
-    batch_size: int = 8,
-) -> np.ndarray:
+def predict_volume(predictor: Predictor, image_ras: np.ndarray, tiling: Tiling) -> np.ndarray:
     """Class labels of every voxel of a normalised RAS volume, predicted axial slice by slice.
 
-    Each slice stack (:func:`~geoseg.train.slice_stack`) is cut on the fixed patch grid of
-    ``tiling`` (reflect-padded when smaller than a patch), run through ``model`` in eval mode,
-    softmaxed, stitched with ``crop`` and argmaxed. Slices whose stack is all zero (no
-    foreground) share one forward pass, as their inputs are identical.
+    Each slice stack (``context_slices`` of the predictor's card either side) is cut on the
+    fixed patch grid of ``tiling`` (reflect-padded when smaller than a patch), answered by
+    ``predictor`` as labels and stitched with ``crop``. All-zero slices share one forward pass.
 
     Args:
-        model: (N, C', P, P) float32 -> (N, K, P, P) logits.
         image_ras: (C, X, Y, Z) float32, normalised and in RAS order.
 
     Returns:
         (X, Y, Z) uint8 labels in RAS order.
     """
-    was_training = model.training
-    model.eval()
-    c, nx, ny, nz = image_ras.shape
-    grid = patch_grid((nx, ny), tiling)
-    ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
-    out = np.zeros((nx, ny, nz), np.uint8)
-    pending: list[tuple[int, int, int, np.ndarray]] = []  # (slice, iy, ix, patch)
-    mergers: dict[int, CropMerger] = {}
-    left: dict[int, int] = {}
-
-    device = next(model.parameters()).device
-
-    def run() -> None:
-        batch = torch.from_numpy(np.stack([p for *_, p in pending]).astype(np.float32, copy=False))
-        probs = torch.softmax(model(batch.to(device)), dim=1).cpu().numpy()
-        for (k, iy, ix, _), scores in zip(pending, probs, strict=True):
-            mergers[k].add(iy, ix, scores)
-            left[k] -= 1
-            if left[k] == 0:
-                out[:, :, k] = np.argmax(mergers.pop(k).finalize(), axis=0)
-        pending.clear()
-
-    empty = [k for k in range(nz) if not slice_stack(image_ras, k, context).any()]
-    todo = sorted(set(range(nz)) - set(empty)) + empty[:1]
-    for k in todo:
-        stack = slice_stack(image_ras, k, context)
-        mergers[k] = CropMerger(grid, (0, 0, nx, ny), n_classes)
-        left[k] = len(ids)
-        for (iy, ix), patch in zip(ids, extract_patches(stack, (0, 0), grid, ids), strict=True):
-            pending.append((k, iy, ix, patch))
-            if len(pending) >= batch_size:
-                run()
-    if pending:
-        run()
-    for k in empty[1:]:
-        out[:, :, k] = out[:, :, empty[0]]
-    model.train(was_training)
-    return out
+    context = int(predictor.card.params.get("context_slices", 0))
+    grid = patch_grid(image_ras.shape[1:3], tiling)
+    preds, _ = predictor.predict([case_patches(image_ras, grid, context)], labels_only=True)
+    return stitch_case(preds, grid, "crop", "labels", predictor.card.n_classes)
 
 
-def predict_case(
-    model: nn.Module,
-    vol: np.ndarray,
-    orientation: Orientation,
-    context: int,
-    tiling: Tiling,
-    n_classes: int,
-    batch_size: int = 8,
-) -> np.ndarray:
+def predict_case(predictor: Predictor, vol: np.ndarray, orientation: Orientation, tiling: Tiling) -> np.ndarray:
     """Labels of a raw case in its file's voxel order: normalise, to RAS, :func:`predict_volume`, back.
 
     Args:
@@ -103,5 +52,5 @@ def predict_case(
     """
     image, _ = normalise_case(vol)
     image_ras = np.ascontiguousarray(orientation.to_ras(image))
-    labels = predict_volume(model, image_ras, context, tiling, n_classes, batch_size)
+    labels = predict_volume(predictor, image_ras, tiling)
     return np.ascontiguousarray(orientation.from_ras(labels))

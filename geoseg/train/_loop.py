@@ -19,7 +19,7 @@ from torch import nn
 from geoseg.errors import ModelError, SpecError
 from geoseg.evaluate import brats_regions, dice
 from geoseg.core.grid import Tiling
-from geoseg.infer import pick_device
+from geoseg.infer import Predictor, pick_device
 from geoseg.models import ModelCard, Normalisation, UNet, build_model, save_checkpoint
 
 from ._data import LabelledCase, load_labelled_case
@@ -101,12 +101,18 @@ def soft_dice_loss(
 
 
 def validate(
-    model: nn.Module, cases: list[LabelledCase], context: int, tiling: Tiling, n_classes: int, batch_size: int
+    model: nn.Module, card: ModelCard, cases: list[LabelledCase], tiling: Tiling, batch_size: int
 ) -> dict[str, dict[str, float]]:
-    """Per case, Dice of each BraTS region (:func:`geoseg.evaluate.brats_regions`) over the whole volume."""
+    """Per case, Dice of each BraTS region (:func:`geoseg.evaluate.brats_regions`) over the whole volume.
+
+    The model runs in a :class:`geoseg.infer.Predictor`, as in ``geoseg run`` (on the CPU with
+    BatchNorm folded, on a copy: the trained module is left as it is).
+    """
+    device = str(next(model.parameters()).device)
+    predictor = Predictor(model, batch_size=batch_size, device=device, card=card)
     out: dict[str, dict[str, float]] = {}
     for case in cases:
-        pred = predict_volume(model, case.image, context, tiling, n_classes, batch_size)
+        pred = predict_volume(predictor, case.image, tiling)
         truth = brats_regions(case.labels)
         out[case.name] = {k: dice(v, truth[k]) for k, v in brats_regions(pred).items()}
     return out
@@ -292,7 +298,7 @@ def train(spec: TrainSpec) -> TrainResult:
             losses.append(float(loss.detach()))
         train_s = time.perf_counter() - te
         served = model if ema is None else ema.module
-        scores = validate(served, val_cases, context, tiling, n_classes, spec.val_batch_size)
+        scores = validate(served, card, val_cases, tiling, spec.val_batch_size)
         mean = _mean_dice(scores)
         entry = {
             "epoch": epoch + 1,

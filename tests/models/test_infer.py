@@ -41,10 +41,10 @@ def _patches(n: int, zero_rows: list[int], seed: int = 0) -> np.ndarray:
 def test_zero_patches_get_exactly_the_forward_pass_answer(unet: ModelSpec, labels_only: bool) -> None:
     pred = Predictor(unet, batch_size=4, device="cpu")
     x = _patches(11, [0, 3, 4, 10])
-    got = pred(x, tag="s", labels_only=labels_only)
+    got, zero = pred.predict([x], labels_only=labels_only)
     full = pred._forward(x, labels_only)  # every patch through the model, zero ones too
     assert np.array_equal(got, full)
-    assert pred.take_counts() == {"s": 11} and pred.take_zero_counts() == {"s": 4}
+    assert zero.tolist() == [i in (0, 3, 4, 10) for i in range(11)], "the count comes back with the result"
     # a zero patch's answer does not depend on where it sits in its batch
     for row in range(4):
         batch = _patches(4, [row], seed=row + 1)
@@ -61,7 +61,7 @@ def test_zero_patches_skip_the_model(unet: ModelSpec, monkeypatch: pytest.Monkey
     pred(_patches(8, [1, 2, 5, 6]))  # 4 non-zero patches: one batch; the zero answer is cached
     assert calls == [4, 4]
     pred(_patches(3, []), labels_only=True)  # nothing zero: as before
-    assert calls == [4, 4, 4] and pred.take_zero_counts() == {"": 12}
+    assert calls == [4, 4, 4]
 
 
 def test_no_patches_give_an_empty_answer(unet: ModelSpec) -> None:
@@ -74,8 +74,37 @@ def test_nan_patches_are_not_zero(unet: ModelSpec) -> None:
     pred = Predictor(unet, batch_size=4, device="cpu")
     x = _patches(2, [0, 1])
     x[1, 0, 0, 0] = np.nan
-    got = pred(x)
-    assert pred.take_zero_counts() == {"": 1} and np.isnan(got[1]).any() and not np.isnan(got[0]).any()
+    got, zero = pred.predict([x])
+    assert zero.tolist() == [True, False] and np.isnan(got[1]).any() and not np.isnan(got[0]).any()
+
+
+def test_parts_share_batches_and_answers_do_not_depend_on_packing(unet: ModelSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Patches of consecutive blocks fill whole batches (only the very last is padded), and each
+    patch's answer is the same however the blocks were cut into parts."""
+    pred = Predictor(unet, batch_size=4, device="cpu")
+    x = _patches(11, [5])
+    alone = np.concatenate([pred(x[:3]), pred(x[3:9]), pred(x[9:])])  # three calls: three padded batches
+    calls = []
+    real = pred.model.forward
+    monkeypatch.setattr(pred.model, "forward", lambda t: calls.append(t.shape[0]) or real(t))
+    packed, zero = pred.predict([x[:3], x[3:9], x[9:]])
+    assert calls == [4, 4, 4], "10 non-zero patches in 3 batches of 4, one padded, not 3 + 2 + 2 batches"
+    assert np.array_equal(packed, alone) and zero.sum() == 1
+
+
+def test_predictor_takes_a_module_and_leaves_it_untouched() -> None:
+    """Training validates with the same Predictor as a run; optimising must not change the module it trains."""
+    model = _unet_with_statistics()
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    pred = Predictor(model, batch_size=4, device="cpu", card=UNET)
+    assert pred.channels_last and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn
+    x = _patches(3, [])
+    with torch.inference_mode():
+        xin = (torch.from_numpy(x) - torch.tensor([100.0, 50.0]).view(1, 2, 1, 1)) / torch.tensor([30.0, 20.0]).view(1, 2, 1, 1)
+        want = torch.softmax(model(xin), dim=1).numpy()
+    np.testing.assert_allclose(pred(x), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelError, match="needs its card"):
+        Predictor(model, device="cpu")
 
 
 def _unet_with_statistics(seed: int = 0) -> torch.nn.Module:

@@ -1,0 +1,100 @@
+"""The cards of geoseg's built-in models, without torch: planning a job needs the card only.
+
+Each entry names its builder as ``"module:function"``; :func:`geoseg.models.build_model`
+imports it (and torch) only when a model is really built, in a model actor or in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._card import ModelCard, Normalisation
+
+__all__ = [
+    "NDWI_DEFAULTS",
+    "NDWI_CARD",
+    "UNET_DEFAULTS",
+    "UNET_CARD",
+    "TORCHVISION_ARCHITECTURES",
+    "torchvision_card",
+    "MRI_TUMOUR_CARD",
+    "MRI_TUMOUR_WEIGHTS",
+]
+
+NDWI_DEFAULTS = {"threshold": 0.0, "gain": 10.0}
+
+NDWI_CARD = ModelCard(
+    name="ndwi",
+    architecture="ndwi",
+    classes=("other", "water"),
+    bands=("green", "nir"),
+    patch_px=256,
+    params=dict(NDWI_DEFAULTS),
+    description=(
+        "McFeeters NDWI = (green - nir) / (green + nir), water where NDWI > threshold "
+        "(0 where green + nir = 0). Parameter-free; raw band values in. "
+        "McFeeters, S. K. (1996), Int. J. Remote Sensing 17(7):1425-1432."
+    ),
+    licence="no weights",
+)
+
+UNET_DEFAULTS = {"base_channels": 32, "depth": 4, "context_slices": 0}
+
+UNET_CARD = ModelCard(
+    name="unet",
+    architecture="unet",
+    classes=("background", "foreground"),
+    bands=("red", "green", "blue"),
+    params=dict(UNET_DEFAULTS),
+    description=(
+        "U-Net (Ronneberger et al. 2015) with BatchNorm; weights come from a checkpoint, whose card "
+        "sets bands, classes and params. This built-in card is a template for random-init builds."
+    ),
+)
+
+TORCHVISION_ARCHITECTURES: tuple[str, ...] = (
+    "fcn_resnet50",
+    "fcn_resnet101",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+)
+"""Names of the ``torchvision.models.segmentation`` builders geoseg wraps."""
+
+
+def torchvision_card(architecture: str) -> ModelCard:
+    """The template card of a torchvision architecture: RGB in, two classes out."""
+    return ModelCard(
+        name=architecture,
+        architecture=architecture,
+        classes=("background", "foreground"),
+        bands=("red", "green", "blue"),
+        description=(
+            f"torchvision {architecture} (no aux head); weights come from a checkpoint, whose card "
+            "sets bands and classes. This built-in card is a template for random-init builds."
+        ),
+    )
+
+
+MRI_TUMOUR_WEIGHTS = Path(__file__).resolve().parent / "weights" / "mri-tumour.pt"
+
+MRI_TUMOUR_CARD = ModelCard(
+    name="mri-tumour",
+    architecture="mri-tumour",
+    classes=("background", "oedema", "non-enhancing+necrosis", "enhancing"),
+    bands=("flair", "t1c"),
+    normalisation=Normalisation("zscore_foreground"),
+    patch_px=256,
+    params={"base_channels": 16, "depth": 4, "min_lesion_ml": 0.5},
+    description=(
+        "2-D U-Net (base_channels 16, depth 4) segmenting glioma sub-regions on axial FLAIR + T1c "
+        "slices, z-scored over the brain. Trained on the CPU on 4 BraTS 2013 cases (pat0001, "
+        "pat0002, pat0003, pat0005; jobs/train_mri_tumour.yaml); epoch 11 of 30 (weight moving "
+        "average) chosen by validation Dice on pat0004: whole tumour 0.906, tumour core 0.632, "
+        "enhancing 0.765 with geoseg's removal of components under 0.5 mL (float16 weights; no "
+        "independent test case). Weak on non-enhancing tumour/necrosis, which it often calls "
+        "oedema. Research use only, not for clinical use; see mri-tumour.card.md."
+    ),
+    licence="CC BY-NC-SA 3.0 (trained on BraTS 2013/2015 data)",
+)

@@ -1,0 +1,341 @@
+"""The plan: a job spec becomes groups of uniform block jobs, on the driver, without Ray.
+
+One group per input (a raster scene or an MRI case), one Zarr group each. A group's work is
+a list of :class:`BlockJob` (a raster block, or a whole case as one block), each carrying what
+its read task reads, what its write task writes and which blocks' predictions it needs
+(``gaussian`` stitching needs the neighbours'). Later phases (:class:`TaskJob`, no model) run
+after a group's model phase, e.g. a chunk-aligned pass that joins instance ids across blocks.
+The scheduler in :mod:`geoseg.pipeline` runs any such list without knowing rasters from volumes.
+
+Planning reads the inputs' metadata and the store's status; it writes nothing. What geoseg
+changed of the spec (a block size rounded to the chunk grid) comes back as a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from geoseg import __version__
+from geoseg._tasks import BlockRead, BlockWrite, CaseRead, CaseWrite, RasterRead, RasterWrite, n_cores
+from geoseg.core.grid import Block, PatchGrid, Tiling, blocks, patch_grid
+from geoseg.core.stitch import PatchOutput
+from geoseg.errors import GeosegError, SpecError, StoreError
+from geoseg.models import ModelCard, resolve_bands
+from geoseg.sinks import SceneLayout, Store, VolumeLayout, done_blocks, group_status
+from geoseg.spec import JobSpec
+
+__all__ = [
+    "BlockJob",
+    "TaskJob",
+    "GroupPlan",
+    "InputFailure",
+    "JobPlan",
+    "plan_job",
+    "fingerprint",
+    "min_lesion_ml",
+]
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """One unit of the model phase: read ``n_patches`` patches, predict, stitch and write.
+
+    ``needs`` are the indices (in the group's ``jobs``) of the blocks whose predictions the
+    write takes, in the order it takes them; a block always needs its own.
+    """
+
+    index: int
+    key: str
+    n_patches: int
+    read: BlockRead
+    write: BlockWrite
+    needs: tuple[int, ...]
+
+
+class GroupTask(Protocol):
+    """A job of a later phase: ``run(store)`` does its part and returns its marker's stats."""
+
+    def run(self, store: Store) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class TaskJob:
+    """One unit of a later phase: a task on the store, after the group's earlier phases."""
+
+    key: str
+    task: GroupTask
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """One input, ready to run: its output group, block jobs and what is already done."""
+
+    name: str
+    path: str
+    fingerprint: str
+    layout: SceneLayout | VolumeLayout
+    meta: Mapping[str, Any]
+    jobs: tuple[BlockJob, ...]
+    grid_patches: int
+    done: frozenset[str] = frozenset()
+    resumed: bool = False
+    complete: bool = False
+    later: tuple[tuple[TaskJob, ...], ...] = ()
+    tables: tuple[str, ...] = ()
+
+    @property
+    def pending(self) -> tuple[BlockJob, ...]:
+        """Block jobs still to write (all of them in a new group)."""
+        return () if self.complete else tuple(j for j in self.jobs if j.key not in self.done)
+
+    @property
+    def predict(self) -> tuple[BlockJob, ...]:
+        """Block jobs whose patches go through the model: the pending ones and, for ``gaussian``,
+        the finished neighbours a pending block blends with."""
+        wanted = sorted({k for j in self.pending for k in j.needs})
+        return tuple(self.jobs[k] for k in wanted)
+
+    @property
+    def patches_needed(self) -> int:
+        return sum(j.n_patches for j in self.predict)
+
+    @property
+    def later_pending(self) -> tuple[tuple[TaskJob, ...], ...]:
+        if self.complete:
+            return ()
+        return tuple(tuple(t for t in phase if t.key not in self.done) for phase in self.later)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.pending) or any(self.later_pending)
+
+    @property
+    def marker_keys(self) -> tuple[str, ...]:
+        """Every marker a finished group has: one per block job and per later-phase job."""
+        return tuple(j.key for j in self.jobs) + tuple(t.key for phase in self.later for t in phase)
+
+
+@dataclass(frozen=True)
+class InputFailure:
+    """An input that cannot be run, with its one-line reason."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Every input of a job: the groups to run (or complete already) and those refused."""
+
+    store: Store
+    groups: tuple[GroupPlan, ...]
+    failures: tuple[InputFailure, ...]
+    order: tuple[str, ...]  # every input path, in the spec's order
+    output: PatchOutput
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def todo(self) -> tuple[GroupPlan, ...]:
+        return tuple(g for g in self.groups if g.has_work)
+
+
+def min_lesion_ml(card: ModelCard) -> float:
+    """The card's ``min_lesion_ml`` param: volume lesions smaller than this are removed (0: none)."""
+    value = card.params.get("min_lesion_ml", 0.0)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = -1.0
+    if not out >= 0:
+        raise SpecError(f"model {card.name!r}: param min_lesion_ml={value!r} must be a number >= 0 (mL)")
+    return out
+
+
+def fingerprint(identity: str, bands: Any, card: ModelCard, weights: str, tiling: Tiling, spec: JobSpec) -> str:
+    """Hash of everything that decides the output values, and nothing else.
+
+    The input's content identity, the bands read, the card after params and defaults (its
+    description and licence aside), the weights' content, the tiling, the stitching and the
+    arrays written. Never workers, block size, paths, timestamps or the spelling of a default.
+    How the model computes (CPU fp32, GPU bf16...) is checked apart, when the model actors
+    are up (``numerics`` in the group's metadata).
+    """
+    model = {k: v for k, v in card.to_dict().items() if k not in ("description", "licence")}
+    key = {
+        "input": identity,
+        "bands": list(bands),
+        "model": model,
+        "weights": weights,
+        "patch_px": tiling.patch_px,
+        "overlap_px": tiling.overlap_px,
+        "stitch": spec.stitch,
+        "probs": spec.write_probs,
+        "geoseg": __version__.rsplit(".", 1)[0],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _store_state(store: Store, name: str, fp: str, overwrite: bool) -> tuple[bool, bool, frozenset[str]]:
+    """``(resumed, complete, done markers)`` of group ``name`` as the store holds it."""
+    status = group_status(store, name)
+    if status is None or overwrite:
+        return False, False, frozenset()
+    if status[0] != fp:
+        raise StoreError(
+            f"{store.url}: group {name!r} was written by a different job (fingerprint "
+            f"{status[0][:12]} != {fp[:12]}: other input, model or settings); "
+            f"write to a new store or pass --overwrite"
+        )
+    if status[1] == "complete":
+        return True, True, frozenset()
+    return True, False, done_blocks(store, name)
+
+
+def _dependencies(grid: PatchGrid, blks: tuple[Block, ...], mode: str) -> list[tuple[int, ...]]:
+    """For each block, the blocks whose patch predictions its stitch takes."""
+    if mode == "crop":
+        return [(b.index,) for b in blks]
+    where: dict[tuple[int, int], int] = {}
+    for b in blks:
+        for p in b.core_patches():
+            where[p] = b.index
+    return [tuple(sorted({where[p] for p in b.halo_patches()})) for b in blks]
+
+
+def _plan_raster(
+    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput
+) -> GroupPlan:
+    from geoseg.sources import open_raster  # noqa: PLC0415  (rasterio: only for raster jobs)
+
+    info = open_raster(path)
+    bands = resolve_bands(card.bands, info.descriptions, info.count, info.path)
+    tiling = spec.tiling.resolve(card.patch_px)
+    grid = patch_grid(info.shape_yx, tiling)
+    chunk_px = tiling.chunk_px()
+    blks = blocks(grid, spec.block_px, chunk_px)
+    name = info.stem
+    fp = fingerprint(info.identity, bands, card, weights, tiling, spec)
+    resumed, complete, done = _store_state(store, name, fp, spec.overwrite)
+    needs = _dependencies(grid, blks, spec.stitch)
+    jobs = tuple(
+        BlockJob(
+            index=b.index,
+            key=b.name,
+            n_patches=n_cores(b),
+            read=RasterRead(info, bands, grid, b),
+            write=RasterWrite(
+                name, grid, b, tuple(blks[k] for k in needs[b.index]), spec.stitch, output, card.n_classes, spec.write_probs
+            ),
+            needs=needs[b.index],
+        )
+        for b in blks
+    )
+    layout = SceneLayout(name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs)
+    meta = {
+        "source": info.path,
+        "model": card.to_dict(),
+        "stitch": spec.stitch,
+        "patch_px": tiling.patch_px,
+        "overlap_px": tiling.overlap_px,
+        "bands": list(bands),
+        "version": __version__,
+    }
+    return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete)
+
+
+CASE_BLOCK = "case"
+"""Marker name of a volume: a case is one block (cases are small and many)."""
+
+
+def _plan_case(
+    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput
+) -> GroupPlan:
+    from geoseg.sources import open_case  # noqa: PLC0415
+
+    info = open_case(path, card.bands, spec.modality_patterns)
+    ras = info.orientation.ras_shape(info.shape_xyz)
+    tiling = spec.tiling.resolve(card.patch_px)
+    grid = patch_grid((ras[0], ras[1]), tiling)
+    context = int(card.params.get("context_slices", 0))
+    fp = fingerprint(info.identity, list(info.modalities), card, weights, tiling, spec)
+    resumed, complete, done = _store_state(store, info.name, fp, spec.overwrite)
+    n = ras[2] * len(grid)
+    write = CaseWrite(info, grid, spec.stitch, output, card.n_classes, tuple(range(1, card.n_classes)), min_lesion_ml(card))
+    job = BlockJob(0, CASE_BLOCK, n, CaseRead(info, grid, context), write, (0,))
+    layout = VolumeLayout(info.name, info.shape_xyz, info.affine, info.voxel_mm, card.classes)
+    meta = {
+        "source": info.path,
+        "files": list(info.files),
+        "modalities": list(info.modalities),
+        "model": card.to_dict(),
+        "stitch": spec.stitch,
+        "patch_px": tiling.patch_px,
+        "overlap_px": tiling.overlap_px,
+        "version": __version__,
+    }
+    return GroupPlan(info.name, str(path), fp, layout, meta, (job,), n, done, resumed, complete, tables=("lesions",))
+
+
+def _not_a_case(path: Path) -> bool:
+    low = path.name.lower()
+    return path.is_file() and not low.endswith((".nii", ".nii.gz"))
+
+
+def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
+    """Plan every input of ``spec`` for the model of ``card`` (weights identified by ``weights``).
+
+    An input that cannot run (missing, unreadable, bands missing, a group of another job in
+    the store) becomes an :class:`InputFailure` naming it; the others are planned. With
+    ``on_error: fail`` the first failure raises instead.
+
+    Raises:
+        StoreError: the output is a file, not a store.
+        GeosegError: the first bad input, with ``on_error: fail``.
+    """
+    store = Store(spec.output)
+    store.exists()
+    tiling = spec.tiling.resolve(card.patch_px)
+    output: PatchOutput = "labels" if spec.stitch == "crop" and not spec.write_probs else "scores"
+    volumes = card.normalisation.kind == "zscore_foreground"  # a volume model: inputs are MRI cases
+    planner = _plan_case if volumes else _plan_raster
+    notes: list[str] = []
+    if not volumes:
+        chunk = tiling.chunk_px()
+        block = chunk * max(1, -(-spec.block_px // chunk))
+        if block != spec.block_px:
+            notes.append(
+                f"block_px {spec.block_px} rounded up to {block} px: whole {chunk} px Zarr chunks "
+                f"(a multiple of the {tiling.stride_px} px patch stride), so each chunk has one writer"
+            )
+    groups: list[GroupPlan] = []
+    failures: list[InputFailure] = []
+    skipped: list[str] = []
+    names: dict[str, str] = {}
+    for path in spec.inputs:
+        if volumes and spec.from_pattern(path) and _not_a_case(path):
+            skipped.append(path.name)
+            continue
+        try:
+            g = planner(path, card, spec, weights, store, output)
+            if g.name in names:
+                raise SpecError(
+                    f"{path}: another input ({names[g.name]}) is also named {g.name!r}; output groups are named "
+                    "by file stem (or case folder): rename one or run them into separate stores"
+                )
+        except GeosegError as e:
+            if spec.on_error == "fail":
+                raise
+            failures.append(InputFailure(str(path), str(e)))
+            continue
+        names[g.name] = str(path)
+        groups.append(g)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        notes.append(f"skipped {len(skipped)} path(s) the input patterns matched that are no MRI case: {shown}")
+    order = tuple(str(p) for p in spec.inputs if Path(p).name not in skipped or not spec.from_pattern(p))
+    return JobPlan(store, tuple(groups), tuple(failures), order, output, tuple(notes))

@@ -1,0 +1,110 @@
+"""An output store addressed by a path or URL, read and written as keys.
+
+Everything geoseg keeps in a store (Zarr groups and arrays, block markers, status, tables,
+the run report) goes through zarr's store API: the same code serves a local folder and an
+object store, where no rename or create-only write exists. :mod:`geoseg.sinks._layout` is the
+one place that knows which key holds what.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import Store as ZarrStore
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
+
+from geoseg.errors import StoreError
+
+__all__ = ["Store", "StoreLike", "as_store"]
+
+
+class Store:
+    """A Zarr store by URL, with the few key operations geoseg needs beyond zarr's arrays.
+
+    ``url`` is a local folder (made absolute and normalised). Pickles as its URL, so tasks on
+    any node reopen it. Keys are ``/``-separated, relative to the store's root.
+    """
+
+    def __init__(self, url: str | os.PathLike[str]) -> None:
+        text = os.fspath(url)
+        if "://" in text and not text.startswith("file://"):
+            scheme = text.split("://", 1)[0]
+            raise StoreError(f"{text}: stores on {scheme}:// are not supported yet; give a local folder")
+        path = Path(text.removeprefix("file://")).expanduser()
+        self.path = Path(os.path.normpath(path.absolute()))
+        self.url = str(self.path)
+        self._zarr: ZarrStore | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url,))
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def zarr(self) -> ZarrStore:
+        """The zarr store object, for ``zarr.open_group(store.zarr, ...)``."""
+        if self._zarr is None:
+            self._zarr = LocalStore(self.path)
+        return self._zarr
+
+    def exists(self) -> bool:
+        """Whether anything is stored yet (a store that is a file raises)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.url}: exists and is not a Zarr store folder; choose another --output")
+        return self.path.is_dir()
+
+    def check_writable(self) -> None:
+        """Raise one line where the store cannot be created or written."""
+        self.exists()
+        probe = self.path
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise StoreError(f"{self.url}: cannot create the store, {probe} is not a writable folder; choose another --output")
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes at ``key``, or None where there are none."""
+        buf = sync(self.zarr.get(key, default_buffer_prototype()))
+        return None if buf is None else buf.to_bytes()
+
+    def set(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` (whole-object write: readers see the old or the new bytes)."""
+        try:
+            sync(self.zarr.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+        except OSError as e:
+            raise StoreError(f"{self.url}: cannot write {key} ({e.strerror or e}); check the store is writable") from None
+
+    def has(self, key: str) -> bool:
+        return bool(sync(self.zarr.exists(key)))
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (a folder-like prefix ending in ``/``), sorted."""
+        if not self.path.is_dir():
+            return []
+
+        async def collect() -> list[str]:
+            return [k async for k in self.zarr.list_prefix(prefix)]
+
+        return sorted(sync(collect()))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every key under ``prefix``."""
+        try:
+            sync(self.zarr.delete_dir(prefix.rstrip("/")))
+        except OSError as e:
+            raise StoreError(f"{self.url}: cannot delete {prefix} ({e.strerror or e}); check permissions") from None
+
+
+StoreLike = Store | str | os.PathLike[str]
+
+
+def as_store(store: StoreLike) -> Store:
+    return store if isinstance(store, Store) else Store(store)
