@@ -39,22 +39,23 @@ class ModelActor:
 
     def predict(
         self, bounds: Sequence[tuple[int, int, int]], labels_only: bool, *arrays: np.ndarray
-    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Answer the patches ``arrays[i][start:stop]`` for each ``(i, start, stop)`` of ``bounds``,
         in that order, sharing batches across them.
 
         Returns:
-            ``(outputs, stats)``: the answers of every patch in order, and per bound ``(patches,
-            all-zero patches)``: the counts travel with the result, not in actor state.
+            ``(outputs, stats)``: the answers of every patch in order, and ``{"segments":
+            [(patches, all-zero patches) per bound], "padded": zero rows that filled the last
+            batch}``: the counts travel with the result, not in actor state.
         """
         if self.error:
             raise GeosegError(self.error)
         parts = [arrays[i][a:b] for i, a, b in bounds]
-        outputs, zero = self.predictor.predict(parts, labels_only)
-        stats = []
+        outputs, zero, padded = self.predictor.predict(parts, labels_only)
+        segments = []
         start = 0
         for part in parts:
             n = part.shape[0]
-            stats.append((n, int(zero[start : start + n].sum())))
+            segments.append((n, int(zero[start : start + n].sum())))
             start += n
-        return outputs, stats
+        return outputs, {"segments": segments, "padded": padded}

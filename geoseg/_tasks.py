@@ -192,9 +192,13 @@ class CaseWrite:
 # The task bodies the pipeline runs remotely
 
 
-def read_block_task(read: BlockRead) -> tuple[np.ndarray, np.ndarray | None]:
-    """Task: a block's patches and validity."""
-    return read.read()
+def read_block_task(read: BlockRead) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Task: a block's (N, C, P, P) patches, its validity, and which patches are all zero
+    ((N,) bool): the model actor answers those from one cached pass, so the scheduler packs
+    calls by the others to fill whole batches."""
+    patches, valid = read.read()
+    zero = ~patches.reshape(patches.shape[0], -1).any(axis=1)
+    return patches, valid, zero
 
 
 def write_block_task(

@@ -176,7 +176,7 @@ class Predictor:
         return self.predict([patches], labels_only)[0]
 
     @torch.inference_mode()
-    def predict(self, parts: Sequence[np.ndarray], labels_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, parts: Sequence[np.ndarray], labels_only: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
         """The answers for ``parts`` (each (n_i, C, P, P)) taken as one run of patches.
 
         Patches of consecutive parts share batches, so a job's blocks fill whole batches.
@@ -186,9 +186,9 @@ class Predictor:
         forward pass gives any zero patch. Every patch is still answered, once.
 
         Returns:
-            ``(outputs, zero)``: (sum n_i, K, P, P) float32 probabilities, or (sum n_i, 1, P, P)
-            uint8 labels with ``labels_only``; and (sum n_i,) bool, True for the all-zero
-            patches answered from the cache.
+            ``(outputs, zero, padded)``: (sum n_i, K, P, P) float32 probabilities, or (sum n_i,
+            1, P, P) uint8 labels with ``labels_only``; (sum n_i,) bool, True for the all-zero
+            patches answered from the cache; and how many zero rows padded the last batch.
         """
         for part in parts:
             if part.ndim != 4 or part.shape[1] != self.in_channels:
@@ -209,9 +209,11 @@ class Predictor:
             z = zero[start : start + p.shape[0]]
             start += p.shape[0]
             live.append(p if not z.any() else p[~z])
+        padded = 0
         if n > int(zero.sum()):
             out[~zero] = self._forward(live, labels_only)
-        return out, zero
+            padded = -(n - int(zero.sum())) % self.batch_size
+        return out, zero, padded
 
     def _batches(self, parts: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
         """Consecutive runs of ``batch_size`` patches over ``parts`` (the last run may be short):

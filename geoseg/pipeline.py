@@ -31,11 +31,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import ray
 from ray.exceptions import (
     ActorDiedError,
     ActorUnavailableError,
-    GetTimeoutError,
     ObjectLostError,
     OwnerDiedError,
     RayError,
@@ -52,7 +52,7 @@ from geoseg.report import InputReport, JobReport
 from geoseg.sinks import Store, consolidate_root, group_meta, prepare_group, unconsolidate_root
 from geoseg.spec import JobSpec
 
-__all__ = ["run_job", "release_workers", "connect", "RayConnectError"]
+__all__ = ["run_job", "run_plan", "release_workers", "connect", "RayConnectError"]
 
 log = logging.getLogger("geoseg")
 
@@ -363,9 +363,10 @@ class _Block:
     users: int = 0  # writes still to come that take this block's predictions
     patches: Any = None  # ObjectRef of (N, C, P, P) patches
     valid: Any = None  # ObjectRef of the validity mask (or None)
+    live: Any = None  # (N,) bool: not all-zero (these fill batches), once the read is done
     reads: int = 0
+    redo: list[tuple[int, int]] = field(default_factory=list)  # ranges to send again after a re-read
     pieces: list[tuple[int, _Call, int, int]] = field(default_factory=list)  # (start in block, call, rows)
-    emitted: int = 0
     answered: int = 0
     held: bool = False
     write_ref: Any = None
@@ -374,7 +375,7 @@ class _Block:
 
     @property
     def predicted(self) -> bool:
-        return self.answered == self.job.n_patches and self.emitted == self.job.n_patches
+        return self.answered == self.job.n_patches
 
 
 @dataclass(eq=False)
@@ -405,7 +406,12 @@ class _Group:
 
 
 class _Scheduler:
-    """Runs the model phase and later phases of every group of a job on Ray."""
+    """Runs the model phase and the later phases of every group of a job on Ray.
+
+    A block goes: read task -> (its zero mask back) -> pending patches -> model calls of whole
+    batches of live patches -> (every block it needs answered) -> write task -> released once
+    no write needs it. At most ``limit`` blocks are held (read and not released).
+    """
 
     def __init__(
         self,
@@ -420,17 +426,18 @@ class _Scheduler:
     ) -> None:
         self.store, self.groups, self.pool, self.spec, self.plan = store, groups, pool, spec, plan
         self.report, self.bar = report, progress
-        self.read = ray.remote(read_block_task).options(num_returns=2, **res.task_options)
+        self.read = ray.remote(read_block_task).options(num_returns=3, **res.task_options)
         self.write = ray.remote(write_block_task).options(**res.task_options)
         self.run_task = ray.remote(run_task).options(**res.task_options)
         self.batch = spec.batch_size
-        self.call_max = max(self.batch, 4 * self.batch)
+        self.call_max = 4 * self.batch
         span = max((max(j.needs) - min(j.needs) for g in groups for j in g.plan.jobs), default=0)
         base = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * res.workers + 2))
         self.limit = max(base, span + 2)  # gaussian: a block's write waits for its lower neighbours
         self.queue: deque[_Block] = deque()
-        self.pending: list[tuple[_Block, int, int]] = []
-        self.pending_n = 0
+        self.pending: deque[tuple[_Block, int, int]] = deque()
+        self.pending_live = 0
+        self.reading: dict[Any, _Block] = {}  # zero-mask ref -> block being read
         self.calls: dict[Any, _Call] = {}  # stats ref -> call in flight
         self.writes: dict[Any, _Block] = {}  # write ref -> block
         self.tasks: dict[Any, _Group] = {}  # later-phase task ref -> group
@@ -457,18 +464,19 @@ class _Scheduler:
                 b = self.queue.popleft()
                 if not b.group.failed:
                     self._read(b)
-                    self._emit(full_only=True)
-            outstanding = [*self.calls, *self.writes, *self.tasks]
+            outstanding = [*self.reading, *self.calls, *self.writes, *self.tasks]
             if not outstanding:
                 if self.pending:
-                    self._emit(full_only=False)  # nothing else can move: the tail goes as it is
+                    self._emit(flush=True)  # nothing else can move: the tail goes as it is
                     continue
                 if self.queue:
                     raise RuntimeError("geoseg scheduler: blocks left but nothing in flight (window too small)")
                 break
             ready, _ = ray.wait(outstanding, num_returns=1, timeout=1.0)
             for ref in ready:
-                if ref in self.calls:
+                if ref in self.reading:
+                    self._read_done(ref)
+                elif ref in self.calls:
                     self._call_done(ref)
                 elif ref in self.writes:
                     self._write_done(ref)
@@ -479,32 +487,62 @@ class _Scheduler:
 
     def _read(self, b: _Block) -> None:
         b.reads += 1
-        b.patches, b.valid = self.read.remote(b.job.read)
+        b.patches, b.valid, zero = self.read.remote(b.job.read)
+        self.reading[zero] = b
         if not b.held:
             b.held = True
             self.held += 1
         if b.group.t0 == 0.0:
             b.group.t0 = time.perf_counter()
-        self.pending.append((b, 0, b.job.n_patches))
-        self.pending_n += b.job.n_patches
-        b.emitted = b.job.n_patches
 
-    def _emit(self, full_only: bool) -> None:
-        """Cut the pending patches into calls of whole batches; with ``full_only`` False, also
-        the rest (the job's last, padded batch, or a window that cannot grow)."""
-        while self.pending_n >= self.batch or (not full_only and self.pending_n):
-            size = min(self.call_max, self.pending_n - self.pending_n % self.batch) if self.pending_n >= self.batch else self.pending_n
+    def _read_done(self, ref: Any) -> None:
+        b = self.reading.pop(ref)
+        g = b.group
+        if g.failed:
+            return
+        try:
+            zero = ray.get(ref)
+        except RayError as e:
+            if _permanent(e) or b.reads > self.spec.retries:
+                self._fail(g, _message(e), b.reads)
+            else:
+                g.res.blocks_retried += 1
+                self._read(b)
+            return
+        b.live = ~zero
+        ranges = b.redo or [(0, b.job.n_patches)]
+        b.redo = []
+        for lo, hi in ranges:
+            self.pending.append((b, lo, hi))
+            self.pending_live += int(b.live[lo:hi].sum())
+        self._emit(flush=False)
+
+    def _emit(self, flush: bool) -> None:
+        """Cut the pending patches into calls holding whole batches of live (not all-zero)
+        patches, up to ``call_max``; with ``flush``, also the rest: the job's last, padded batch
+        (or a window that cannot grow). All-zero patches ride along: they cost no model work."""
+        while self.pending and (self.pending_live >= self.batch or flush):
+            want = min(self.call_max, self.pending_live - self.pending_live % self.batch) or self.pending_live
             segments: list[tuple[_Block, int, int]] = []
-            while size:
+            while self.pending:
                 b, lo, hi = self.pending[0]
-                take = min(size, hi - lo)
-                segments.append((b, lo, lo + take))
-                size -= take
-                self.pending_n -= take
-                if lo + take == hi:
-                    self.pending.pop(0)
+                where = np.flatnonzero(b.live[lo:hi])
+                if want == 0:  # the call is full: only leading all-zero patches ride along
+                    take_hi = hi if where.size == 0 else lo + int(where[0])
+                    n_live = 0
+                    if take_hi == lo:
+                        break
+                elif where.size <= want:
+                    take_hi, n_live = hi, int(where.size)
+                else:  # stop right after the want-th live patch
+                    take_hi, n_live = lo + int(where[want - 1]) + 1, want
+                segments.append((b, lo, take_hi))
+                want -= n_live
+                self.pending_live -= n_live
+                if take_hi == hi:
+                    self.pending.popleft()
                 else:
-                    self.pending[0] = (b, lo + take, hi)
+                    self.pending[0] = (b, take_hi, hi)
             self._submit_call(_Call(segments))
 
     def _submit_call(self, call: _Call) -> None:
@@ -534,8 +572,9 @@ class _Scheduler:
         except RayError as e:
             self._call_failed(call, e)
             return
+        self.report.patches_padded += stats["padded"]
         offset = 0
-        for (b, lo, hi), (n, zero) in zip(call.segments, stats, strict=True):
+        for (b, lo, _), (n, zero) in zip(call.segments, stats["segments"], strict=True):
             g = b.group
             if not g.failed:
                 b.pieces.append((lo, call, offset, offset + n))
@@ -548,55 +587,44 @@ class _Scheduler:
         for b in {id(s[0]): s[0] for s in call.segments}.values():
             if b.predicted and not b.group.failed:
                 b.pieces.sort(key=lambda p: p[0])
-                self._maybe_write_users(b)
+                self._write_users(b)
 
     def _call_failed(self, call: _Call, err: RayError) -> None:
-        """A call failed: its reads, or the actor. Redo what failed, within the retry bound."""
-        redo: list[tuple[_Block, int, int]] = []
-        reread: set[int] = set()
-        actor_failed = False
-        from_read = _raised_in(err, "read_block_task")
-        for b, lo, hi in call.segments:
-            g = b.group
-            if g.failed:
-                continue
-            read_err = _read_error(b) if from_read else None
-            if read_err is not None:
-                if _permanent(read_err) or b.reads > self.spec.retries:
-                    self._fail(g, _message(read_err), b.reads)
-                    continue
-                if id(b) not in reread:
-                    reread.add(id(b))
-                    b.reads += 1
-                    b.patches, b.valid = self.read.remote(b.job.read)
-                    g.res.blocks_retried += 1
-            elif from_read:
-                pass  # the failed read was of an older attempt: the block's current read stands
-            elif _permanent(err):
+        """A model call failed. An error of the model (a geoseg error) fails its inputs; a lost
+        patches object (a node went away) is read again; a dead or unreachable actor is
+        replaced. Either way the call's patches go again, within the retry bound, counted."""
+        groups = {id(b.group): b.group for b, _, _ in call.segments if not b.group.failed}.values()
+        if _permanent(err):
+            for g in groups:
                 self._fail(g, _message(err), call.attempts)
-                continue
-            else:
-                actor_failed = True
-            g.res.patches_retried += hi - lo
-            redo.append((b, lo, hi))
-        if actor_failed:
-            for g in {id(b.group): b.group for b, _, _ in redo}.values():
-                g.res.actor_failures += 1
-            if _actor_died(err):
-                self.pool.replace(call.actor)
-                self.report.actors_restarted += 1
-                log.info("a model actor died (%s); started a new one and redoing its patches", _message(err))
-        if not redo:
             return
         if call.attempts > self.spec.retries:
-            for g in {id(b.group): b.group for b, _, _ in redo}.values():
+            for g in groups:
                 self._fail(g, f"model call failed {call.attempts} times ({_message(err)})", call.attempts)
             return
-        self._submit_call(_Call(redo, attempts=call.attempts))
+        for b, lo, hi in call.segments:
+            if not b.group.failed:
+                b.group.res.patches_retried += hi - lo
+        if _lost(err) or _raised_in(err, "read_block_task"):
+            for b, lo, hi in call.segments:
+                if b.group.failed:
+                    continue
+                if not b.redo:
+                    b.group.res.blocks_retried += 1
+                    self._read(b)
+                b.redo.append((lo, hi))
+            return
+        for g in groups:
+            g.res.actor_failures += 1
+        if _actor_died(err):
+            self.pool.replace(call.actor)
+            self.report.actors_restarted += 1
+            log.info("a model actor died (%s); started a new one, its patches go again", _message(err))
+        self._submit_call(_Call(call.segments, attempts=call.attempts))
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _maybe_write_users(self, b: _Block) -> None:
+    def _write_users(self, b: _Block) -> None:
         """Submit the write of every block that takes ``b``'s predictions and has all it needs."""
         g = b.group
         for u in g.users_of.get(b.job.index, ()):
@@ -653,18 +681,16 @@ class _Scheduler:
             self._after_model_phase(g)
 
     def _repredict(self, b: _Block) -> None:
-        """The predictions a write needed are lost (a node went away): read and predict them again."""
+        """The predictions a write needed are lost (a node went away): read and predict them
+        again; the write follows when they are answered."""
         g = b.group
         for k in b.job.needs:
             d = g.blocks[k]
             if d.predicted:
-                d.reads += 1
-                d.pieces, d.answered = [], 0
-                d.patches, d.valid = self.read.remote(d.job.read)
                 g.res.patches_retried += d.job.n_patches
-                self.pending.append((d, 0, d.job.n_patches))
-                self.pending_n += d.job.n_patches
-        self._emit(full_only=False)
+                d.pieces, d.answered = [], 0
+                d.redo = [(0, d.job.n_patches)]
+                self._read(d)
 
     def _release(self, b: _Block) -> None:
         """Drop a block's references: its patches, validity and (once no block holds it) calls."""
@@ -740,24 +766,10 @@ class _Scheduler:
         g.res.error = error if attempts <= 1 else f"{error} (after {attempts} attempts)"
         for b in g.blocks.values():
             self._release(b)
-        self.pending = [s for s in self.pending if s[0].group is not g]
-        self.pending_n = sum(hi - lo for _, lo, hi in self.pending)
+        self.pending = deque(s for s in self.pending if s[0].group is not g)
+        self.pending_live = sum(int(b.live[lo:hi].sum()) for b, lo, hi in self.pending)
         if self.spec.on_error == "fail":
             raise GeosegError(f"{g.plan.path}: {g.res.error}")
-
-
-def _read_error(b: _Block) -> BaseException | None:
-    """The error of the block's read task, if it failed (None while running or fine)."""
-    if b.valid is None:
-        return None
-    ready, _ = ray.wait([b.valid], timeout=0)
-    if not ready:
-        return None
-    try:
-        ray.get(b.valid)
-    except RayError as e:
-        return e
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -818,7 +830,13 @@ def run_job(spec: JobSpec) -> JobReport:
     """
     t0 = time.perf_counter()
     card, weights = resolve(spec)
-    plan = plan_job(spec, card, weights)
+    return run_plan(plan_job(spec, card, weights), spec, t0)
+
+
+def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport:
+    """Run a plan of ``spec`` (as :func:`geoseg.plan.plan_job` makes it, or extended with later
+    phases); what :func:`run_job` does after planning."""
+    t0 = time.perf_counter() if t0 is None else t0
     report = JobReport(notes=list(plan.notes))
     for note in plan.notes:
         log.info("%s", note)

@@ -79,6 +79,7 @@ class JobReport:
     device: str = ""
     numerics: str = ""
     actors_restarted: int = 0
+    patches_padded: int = 0  # zero rows that filled last batches: only the job's very last, when packing works
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -121,6 +122,7 @@ class JobReport:
             "device": self.device,
             "numerics": self.numerics,
             "actors_restarted": self.actors_restarted,
+            "patches_padded": self.patches_padded,
             "notes": list(self.notes),
             "versions": {"geoseg": __version__, "python": platform.python_version(), "numpy": numpy.__version__},
         }

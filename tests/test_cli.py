@@ -160,3 +160,45 @@ def test_review_findings_stay_fixed(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["run", str(spec), "--param", "threshold=0.3", "--no-progress"]) == 0
     meta = zarr.open_group(str(tmp_path / "p.zarr"), path="s", mode="r").attrs["geoseg"]
     assert meta["bands"] == [1, 3] and meta["model"]["params"]["threshold"] == 0.3
+
+
+FAST = """
+import sys, time
+t0 = time.perf_counter()
+from geoseg.cli import main
+code = main(sys.argv[1:])
+import ray
+print("RESULT", code, ray.is_initialized(), "torch" in sys.modules, round(time.perf_counter() - t0, 2))
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "want_code", "needle"),
+    [
+        ("bad spec", 2, "workerz: is not a known field"),
+        ("missing input", 1, "no such file"),
+        ("bad flag value", 2, "invalid choice: 'blend'"),
+        ("unknown model", 2, "wetness"),
+    ],
+)
+def test_bad_spec_or_input_fails_before_ray_and_torch(tmp_path: Path, case: str, want_code: int, needle: str) -> None:
+    """Validation and planning come first: Ray starts (and torch loads) only for work to do."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"inputs: [{tmp_path / 'nowhere.tif'}]\noutput: {tmp_path / 'o.zarr'}\nmodel: {{name: ndwi}}\nworkerz: 2\n")
+    args = {
+        "bad spec": [str(spec)],
+        "missing input": ["-i", str(tmp_path / "nowhere.tif"), "-m", "ndwi", "-o", str(tmp_path / "o.zarr")],
+        "bad flag value": ["-i", "a.tif", "-m", "ndwi", "-o", "o.zarr", "--stitch", "blend"],
+        "unknown model": ["-i", "a.tif", "-m", "wetness", "-o", "o.zarr"],
+    }[case]
+    proc = subprocess.run([sys.executable, "-c", FAST, "run", *args], capture_output=True, text=True)
+    if case == "bad flag value":  # argparse exits before main returns
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+        return
+    (result,) = [ln.split() for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    _, code, ray_up, torch_loaded, _seconds = result
+    assert int(code) == want_code and needle in proc.stderr, proc.stderr
+    assert ray_up == "False", "Ray must not start for a job that cannot run"
+    assert torch_loaded == "False", "torch must not load to validate a spec or find a missing input"
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.zarr").exists(), "nothing is written for a job that cannot run"

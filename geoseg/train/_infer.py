@@ -35,7 +35,7 @@ def predict_volume(predictor: Predictor, image_ras: np.ndarray, tiling: Tiling) 
     """
     context = int(predictor.card.params.get("context_slices", 0))
     grid = patch_grid(image_ras.shape[1:3], tiling)
-    preds, _ = predictor.predict([case_patches(image_ras, grid, context)], labels_only=True)
+    preds, _, _ = predictor.predict([case_patches(image_ras, grid, context)], labels_only=True)
     return stitch_case(preds, grid, "crop", "labels", predictor.card.n_classes)
 
 

@@ -41,7 +41,7 @@ def _patches(n: int, zero_rows: list[int], seed: int = 0) -> np.ndarray:
 def test_zero_patches_get_exactly_the_forward_pass_answer(unet: ModelSpec, labels_only: bool) -> None:
     pred = Predictor(unet, batch_size=4, device="cpu")
     x = _patches(11, [0, 3, 4, 10])
-    got, zero = pred.predict([x], labels_only=labels_only)
+    got, zero, _ = pred.predict([x], labels_only=labels_only)
     full = pred._forward(x, labels_only)  # every patch through the model, zero ones too
     assert np.array_equal(got, full)
     assert zero.tolist() == [i in (0, 3, 4, 10) for i in range(11)], "the count comes back with the result"
@@ -74,7 +74,7 @@ def test_nan_patches_are_not_zero(unet: ModelSpec) -> None:
     pred = Predictor(unet, batch_size=4, device="cpu")
     x = _patches(2, [0, 1])
     x[1, 0, 0, 0] = np.nan
-    got, zero = pred.predict([x])
+    got, zero, _ = pred.predict([x])
     assert zero.tolist() == [True, False] and np.isnan(got[1]).any() and not np.isnan(got[0]).any()
 
 
@@ -87,9 +87,9 @@ def test_parts_share_batches_and_answers_do_not_depend_on_packing(unet: ModelSpe
     calls = []
     real = pred.model.forward
     monkeypatch.setattr(pred.model, "forward", lambda t: calls.append(t.shape[0]) or real(t))
-    packed, zero = pred.predict([x[:3], x[3:9], x[9:]])
+    packed, zero, padded = pred.predict([x[:3], x[3:9], x[9:]])
     assert calls == [4, 4, 4], "10 non-zero patches in 3 batches of 4, one padded, not 3 + 2 + 2 batches"
-    assert np.array_equal(packed, alone) and zero.sum() == 1
+    assert np.array_equal(packed, alone) and zero.sum() == 1 and padded == 2
 
 
 def test_predictor_takes_a_module_and_leaves_it_untouched() -> None:
