@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _common import unet_bench_card  # bench/ is sys.path[0] when run as a script
-from geoseg.evaluate import brats_regions, dice
+
 from geoseg.core.grid import Tiling
+from geoseg.evaluate import brats_regions, dice
 from geoseg.infer import Predictor
 from geoseg.models import (
     ModelCard,

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-
 from _common import git_state, scene_path  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]

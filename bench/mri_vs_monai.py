@@ -32,14 +32,14 @@ import ray
 import torch
 import zarr
 
+from geoseg.core.lesions import drop_small_lesions, label_lesions
+from geoseg.core.volume import normalise_case
 from geoseg.evaluate import brats_regions, dice
 from geoseg.infer import optimise_for_cpu
-from geoseg.core.lesions import drop_small_lesions, label_lesions
 from geoseg.models import ModelSpec, load_model
 from geoseg.pipeline import release_workers, run_job
 from geoseg.sources import load_case, open_case
 from geoseg.spec import parse_spec
-from geoseg.core.volume import normalise_case
 
 REPO = Path(__file__).resolve().parents[1]
 MONAI_AS_LOADED = "MONAI sliding_window_inference (model as loaded)"

@@ -43,18 +43,22 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from _common import git_state, scene_path, unet_bench_card  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from geoseg.core.grid import Tiling, blocks, patch_grid  # noqa: E402
-from geoseg.infer import optimise_for_cpu  # noqa: E402
-from geoseg.models import ModelSpec, build_model, load_model, resolve_bands  # noqa: E402
-from geoseg.models import save_checkpoint  # noqa: E402
-from geoseg.sources import open_raster, read_window  # noqa: E402
 from geoseg.core.stitch import extract_patches  # noqa: E402
+from geoseg.infer import optimise_for_cpu  # noqa: E402
+from geoseg.models import (  # noqa: E402
+    ModelSpec,
+    build_model,
+    load_model,
+    resolve_bands,
+    save_checkpoint,  # noqa: E402
+)
+from geoseg.sources import open_raster, read_window  # noqa: E402
 
 UNET_CARD = unet_bench_card()
 DEFAULT_SIZE = {"ndwi": 4096, "unet": 2048}

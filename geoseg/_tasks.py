@@ -197,7 +197,7 @@ def read_block_task(read: BlockRead) -> tuple[np.ndarray, np.ndarray | None, np.
     ((N,) bool): the model actor answers those from one cached pass, so the scheduler packs
     calls by the others to fill whole batches."""
     patches, valid = read.read()
-    zero = ~patches.reshape(patches.shape[0], -1).any(axis=1)
+    zero = np.logical_not(patches.reshape(patches.shape[0], -1).any(axis=1))
     return patches, valid, zero
 
 

@@ -51,7 +51,10 @@ def _run_parser(sub: Any) -> None:
         help="recompute every input from scratch, replacing its existing group (also one of another job)",
     )  # fmt: skip
     p.add_argument("--on-error", choices=["skip", "fail"], help="a bad input: report and go on (skip) or stop (fail)")
-    p.add_argument("--address", dest="ray_address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument(
+        "--address", dest="ray_address", metavar="ADDR",
+        help="Ray cluster to join (default: RAY_ADDRESS, else a private local Ray)",
+    )  # fmt: skip
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="model parameter, e.g. threshold=0.1")
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="no progress bar")
 
@@ -256,11 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
         "for every complete case of STORE against the truth file beside the case's inputs.",
     )  # fmt: skip
     v.add_argument("store", type=Path, help="Zarr store written by geoseg run")
-    v.add_argument("--truth", default="*OTMultiClass*", help="glob of the truth file in each case folder (default *OTMultiClass*)")
-    v.add_argument("--label-map", default="brats", help="'brats' (default), 'none', or YAML like '{0: 0, 2: 1, 1: 2, 3: 2, 4: 3}'")
+    v.add_argument(
+        "--truth", default="*OTMultiClass*", help="glob of the truth file in each case folder (default *OTMultiClass*)"
+    )
+    v.add_argument(
+        "--label-map", default="brats", help="'brats' (default), 'none', or YAML like '{0: 0, 2: 1, 1: 2, 3: 2, 4: 3}'"
+    )
     v.add_argument("--name", action="append", help="only this case (repeatable)")
     v.add_argument("--json", type=Path, help="also write the scores as JSON here")
-    x = sub.add_parser("example", help="write a generated example scene and job spec", description="Write scene.tif and job.yaml.")
+    x = sub.add_parser(
+        "example", help="write a generated example scene and job spec", description="Write scene.tif and job.yaml."
+    )
     x.add_argument("folder", type=Path, nargs="?", default=Path("example"), help="where (default ./example)")
     return parser
 

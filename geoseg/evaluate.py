@@ -152,23 +152,20 @@ def evaluate_store(
     """
     from pathlib import Path  # noqa: PLC0415
 
-    import nibabel as nib  # noqa: PLC0415
-    import zarr  # noqa: PLC0415
+    import nibabel as nib  # noqa: PLC0415  (only scoring reads label files)
 
     from geoseg.errors import SourceError, StoreError  # noqa: PLC0415
+    from geoseg.sinks import array, attrs, list_groups, open_group  # noqa: PLC0415  (zarr: only when scoring)
 
-    try:
-        root = zarr.open_group(store, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        raise StoreError(f"{store}: no Zarr store there; give the --output of a geoseg run") from None
-    groups = names or sorted(root.group_keys())
+    groups = names or list_groups(store)
+    if not groups:
+        open_group(store, "")  # raises the store's own error: no store there
     scores = []
     for name in groups:
-        if name not in root:
-            raise StoreError(f"{store}: has no group {name!r}; groups: {sorted(root.group_keys())}")
-        g = root[name]
-        meta = g.attrs.get("geoseg", {})
-        if "affine" not in g.attrs or meta.get("status") != "complete":
+        g = open_group(store, name)
+        a = attrs(g)
+        meta = dict(a.get("geoseg") or {})
+        if "affine" not in a or meta.get("status") != "complete":
             if names:
                 raise StoreError(f"{store}: group {name!r} is not a complete MRI case; rerun the job")
             continue
@@ -180,7 +177,7 @@ def evaluate_store(
                 f"{folder}: truth pattern {truth_pattern!r} matches {len(hits)} files "
                 f"({[h.name for h in hits][:4]}); give a pattern that matches exactly one"
             )
-        truth = np.asarray(nib.load(hits[0]).dataobj)
+        truth = np.asarray(nib.load(hits[0]).dataobj)  # type: ignore[attr-defined]
         truth = np.rint(truth).astype(np.int64)
         if label_map is not None:
             unknown = sorted(set(np.unique(truth).tolist()) - set(label_map))
@@ -190,7 +187,7 @@ def evaluate_store(
             for src, dst in label_map.items():
                 lut[src] = dst
             truth = lut[truth]
-        pred = np.asarray(g["mask"][...])
+        pred = np.asarray(array(g, "mask")[...])
         _same_shape(pred, truth, f"{hits[0]} vs {store}/{name}/mask")
         pr, tr = brats_regions(pred), brats_regions(truth)
         scores.append(

@@ -148,6 +148,8 @@ class Predictor:
         elif precision in ("fp16", "bf16") and self.device.type == "cpu":
             self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         norm = card.normalisation
+        self._offset: torch.Tensor | None
+        self._scale: torch.Tensor | None
         if norm.kind == "affine":
             self._offset = torch.tensor(norm.offset, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
             self._scale = torch.tensor(norm.scale, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -259,7 +261,7 @@ class Predictor:
             x = torch.from_numpy(chunk).to(self.device, non_blocking=True)
             if m < b:  # pad on the device: the batch shape, hence the arithmetic, never changes
                 x = torch.cat([x, x.new_zeros((b - m, *x.shape[1:]))])
-            if self._offset is not None:
+            if self._offset is not None and self._scale is not None:
                 x = (x - self._offset) / self._scale
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

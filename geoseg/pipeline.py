@@ -151,13 +151,13 @@ def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
         if address:
             _probe(address)
             _preflight(address)
-            ray.init(address=address, logging_level="ERROR", log_to_driver=True, include_dashboard=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=True, include_dashboard=False)
         else:
             ray.init(
                 address="local",
                 num_cpus=local_cpus,
                 include_dashboard=False,
-                logging_level="ERROR",
+                logging_level=logging.ERROR,
                 log_to_driver=True,
                 configure_logging=True,
             )
@@ -487,7 +487,8 @@ class _Scheduler:
 
     def _read(self, b: _Block) -> None:
         b.reads += 1
-        b.patches, b.valid, zero = self.read.remote(b.job.read)
+        refs: Any = self.read.remote(b.job.read)
+        b.patches, b.valid, zero = refs
         self.reading[zero] = b
         if not b.held:
             b.held = True
@@ -859,10 +860,10 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
         store = plan.store
         started = connect(spec, _local_cpus(spec) if not _cluster_address(spec) else None)
         with _interruptible():
-            res = _resources(spec)
-            pool = _actor_pool(spec, res)
+            resources = _resources(spec)
+            pool = _actor_pool(spec, resources)
             info = pool.describe()
-            report.workers, report.device = res.workers, info[0]["device"].split(":")[0]
+            report.workers, report.device = resources.workers, info[0]["device"].split(":")[0]
             report.numerics = info[0]["numerics"]
             unconsolidate_root(store)
             try:
@@ -874,7 +875,7 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
                 bar = _progress(sum(g.plan.patches_needed for g in live), spec.progress)
                 t_run = time.perf_counter()
                 try:
-                    _Scheduler(store, live, pool, res, spec, plan, report, bar).run()
+                    _Scheduler(store, live, pool, resources, spec, plan, report, bar).run()
                 finally:
                     bar.close()
                 report.run_seconds = time.perf_counter() - t_run

@@ -235,7 +235,10 @@ def _plan_raster(
         )
         for b in blks
     )
-    layout = SceneLayout(name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs)
+    layout = SceneLayout(
+        name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs,
+        info.gcps, info.gcps_crs_wkt, info.rpcs,
+    )  # fmt: skip
     meta = {
         "source": info.path,
         "model": card.to_dict(),
@@ -279,6 +282,28 @@ def _plan_case(
         "version": __version__,
     }
     return GroupPlan(info.name, str(path), fp, layout, meta, (job,), n, done, resumed, complete, tables=("lesions",))
+
+
+def _georeferencing_note(path: Path, g: GroupPlan) -> str:
+    """One line for an input georeferenced other than by an affine transform: geoseg carries
+    what it has (never drops it silently) and says how to get a map grid."""
+    layout = g.layout
+    if not isinstance(layout, SceneLayout) or layout.crs_wkt:
+        return ""
+    warp = "for a map grid, warp it first (gdalwarp -t_srs EPSG:<code> in.tif out.tif)"
+    if layout.gcps:
+        return (
+            f"{path}: georeferenced by {len(layout.gcps)} ground control points, not an affine transform: the "
+            f"mask stays on the file's pixel grid and carries the GCPs (Zarr attribute gcps, COG export); {warp}"
+        )
+    if layout.rpcs:
+        return (
+            f"{path}: georeferenced by RPCs, not an affine transform: the mask stays on the file's pixel grid and "
+            f"carries the RPCs (Zarr attribute rpcs, COG export); {warp}, orthorectified (gdalwarp -rpc)"
+        )
+    if layout.transform == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        return f"{path}: has no georeferencing (no CRS, transform, GCPs or RPCs): the mask is in pixel coordinates"
+    return f"{path}: has a transform but no CRS: the mask has the same transform and no CRS"
 
 
 def _not_a_case(path: Path) -> bool:
@@ -334,6 +359,9 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
             continue
         names[g.name] = str(path)
         groups.append(g)
+        note = _georeferencing_note(path, g)
+        if note:
+            notes.append(note)
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         notes.append(f"skipped {len(skipped)} path(s) the input patterns matched that are no MRI case: {shown}")

@@ -15,8 +15,8 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from geoseg.errors import SpecError
 from geoseg.core.grid import Tiling
+from geoseg.errors import SpecError
 from geoseg.models import ModelSpec
 
 __all__ = ["JobSpec", "ModelSpec", "TilingSection", "load_spec", "parse_spec"]

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.errors import InputError, SpecError
 from geoseg.core.grid import Tiling, axis_layout, blocks, patch_grid
+from geoseg.errors import InputError, SpecError
 
 tilings = st.builds(
     lambda p, frac: Tiling(p, int(frac * (p // 2))),

@@ -11,11 +11,11 @@ import rasterio
 import zarr
 
 from geoseg.core.grid import Tiling, patch_grid
+from geoseg.core.stitch import labels_from_scores, reference
 from geoseg.infer import Predictor
 from geoseg.models import ModelCard, ModelSpec, Normalisation, build_model, save_checkpoint
 from geoseg.pipeline import run_job
 from geoseg.spec import parse_spec
-from geoseg.core.stitch import labels_from_scores, reference
 from tests.conftest import water_scene, write_raster
 
 pytestmark = pytest.mark.usefixtures("ray_local")

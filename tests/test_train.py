@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import geoseg.train._loop as loop
-from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.core.grid import Tiling
+from geoseg.core.volume import foreground_mask, zscore_foreground
+from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.infer import Predictor
 from geoseg.models import ModelCard, ModelSpec, load_model, model_card
 from geoseg.models._mri import MRI_TUMOUR_WEIGHTS
@@ -32,7 +33,6 @@ from geoseg.train import (
     train,
 )
 from geoseg.train._sample import SliceIndex, _sampling_grid, draw_batch
-from geoseg.core.volume import foreground_mask, zscore_foreground
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHAPE = (24, 20, 8)

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nibabel.orientations import aff2axcodes
 
-from geoseg.errors import InputError
 from geoseg.core.volume import Orientation, check_affine, foreground_mask, orientation_of, zscore_foreground
+from geoseg.errors import InputError
 
 
 def _rot(axis: int, degrees: float) -> np.ndarray:

@@ -12,11 +12,11 @@ import pytest
 import torch
 import zarr
 
+from geoseg.core.volume import normalise_case
 from geoseg.errors import SpecError
 from geoseg.pipeline import run_job
 from geoseg.sinks import export_nifti, read_table
 from geoseg.spec import parse_spec
-from geoseg.core.volume import normalise_case
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoseg.evaluate import brats_regions, dice
 from geoseg.core.grid import Tiling
+from geoseg.evaluate import brats_regions, dice
 from geoseg.models import ModelSpec, load_model
 from geoseg.train import load_labelled_case, load_train_spec, predict_volume
 

@@ -21,8 +21,8 @@ import zarr
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from geoseg.train import BRATS_LABEL_MAP
 from geoseg.core.volume import orientation_of
+from geoseg.train import BRATS_LABEL_MAP
 
 COLOURS = ["#00000000", "#2ecc71", "#f1c40f", "#e74c3c"]  # background, oedema, core, enhancing
 

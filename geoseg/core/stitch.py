@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from geoseg.errors import InputError
 from geoseg.core.grid import PatchGrid, Window
+from geoseg.errors import InputError
 
 __all__ = [
     "StitchMode",
@@ -83,8 +83,8 @@ def extract_patches(
         if patch.shape[1:] != (y1 - y0, x1 - x0):
             raise InputError(f"window at {origin_yx} of shape {window_array.shape} misses patch {(iy, ix)}")
         if patch.shape[1] < p or patch.shape[2] < p:
-            mode = "reflect" if min(patch.shape[1:]) > 1 else "edge"
-            patch = np.pad(patch, ((0, 0), (0, p - patch.shape[1]), (0, p - patch.shape[2])), mode=mode)
+            pad = ((0, 0), (0, p - patch.shape[1]), (0, p - patch.shape[2]))
+            patch = np.pad(patch, pad, mode="reflect") if min(patch.shape[1:]) > 1 else np.pad(patch, pad, mode="edge")
         out.append(patch)
     if not out:
         return np.zeros((0, window_array.shape[0], p, p), window_array.dtype)

@@ -33,6 +33,7 @@ __all__ = [
     "Orientation",
     "check_affine",
     "orientation_of",
+    "voxel_volume_mm3",
     "foreground_mask",
     "zscore_foreground",
 ]
@@ -213,6 +214,21 @@ def check_affine(affine: np.ndarray, path: str | None = None) -> np.ndarray:
             f"header so each voxel axis has a non-zero, independent direction"
         )
     return aff
+
+
+def voxel_volume_mm3(affine: np.ndarray) -> float:
+    """Volume of one voxel in mm³: ``|det|`` of the (4, 4) affine's 3x3 part.
+
+    The column lengths give the spacing along each voxel axis, but their product is the volume
+    only when the axes are orthogonal; a sheared affine (a tilted gantry) spans less.
+
+    >>> round(voxel_volume_mm3(np.diag([2.0, 2.0, 2.0, 1.0])), 6)
+    8.0
+    >>> sheared = np.array([[1.0, 0, 0.45, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    >>> round(voxel_volume_mm3(sheared), 6), round(float(np.prod(np.linalg.norm(sheared[:3, :3], axis=0))), 6)
+    (1.0, 1.096586)
+    """
+    return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])))
 
 
 def orientation_of(affine: np.ndarray, path: str | None = None) -> Orientation:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import ModelError
 
-from ._builtin import MRI_TUMOUR_CARD, MRI_TUMOUR_WEIGHTS, NDWI_CARD, TORCHVISION_ARCHITECTURES, UNET_CARD, torchvision_card
+from ._builtin import (
+    MRI_TUMOUR_CARD,
+    MRI_TUMOUR_WEIGHTS,
+    NDWI_CARD,
+    TORCHVISION_ARCHITECTURES,
+    UNET_CARD,
+    torchvision_card,
+)
 from ._card import ModelCard
 
 if TYPE_CHECKING:

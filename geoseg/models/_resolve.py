@@ -54,12 +54,12 @@ def resolve_card(spec: ModelSpec) -> ModelCard:
         return with_params(card, spec.params)
     if spec.checkpoint is not None:
         require_file(spec.checkpoint, "model.checkpoint")
-        card = _explicit_card(spec) or _beside_or_none(spec.checkpoint)
-        if card is None:
+        found = _explicit_card(spec) or _beside_or_none(spec.checkpoint)
+        if found is None:
             from ._checkpoint import read_checkpoint  # noqa: PLC0415  (torch: only for a card inside a checkpoint)
 
-            card = checkpoint_card(spec, read_checkpoint(spec.checkpoint)[0])
-        return _checked(spec, card, f"checkpoint {spec.checkpoint}")
+            found = checkpoint_card(spec, read_checkpoint(spec.checkpoint)[0])
+        return _checked(spec, found, f"checkpoint {spec.checkpoint}")
     entry = registered_model(str(spec.name))  # ModelSpec guarantees a name here
     if entry.needs_checkpoint:
         raise ModelError(f"model {spec.name!r} needs trained weights: give model.checkpoint")

@@ -39,8 +39,8 @@ class TorchvisionSegmentation(nn.Module):
         super().__init__()
         if getattr(model, "aux_classifier", None) is not None:
             raise ModelError("geoseg runs torchvision models without aux_loss: build them with aux_loss=False")
-        self.backbone = model.backbone
-        self.classifier = model.classifier
+        self.backbone: nn.Module = model.backbone  # type: ignore[assignment]
+        self.classifier: nn.Module = model.classifier  # type: ignore[assignment]
         # LR-ASPP's head reads every backbone feature; FCN and DeepLabV3 read only "out".
         from torchvision.models.segmentation import LRASPP  # noqa: PLC0415
 
@@ -89,5 +89,5 @@ def build_torchvision(card: ModelCard) -> TorchvisionSegmentation:
     card_params(card, {})
     model = builder(weights=None, weights_backbone=None, num_classes=len(card.classes), aux_loss=False)
     if len(card.bands) != 3:
-        _replace_first_conv(model.backbone, len(card.bands))
+        _replace_first_conv(model.backbone, len(card.bands))  # type: ignore[arg-type]
     return TorchvisionSegmentation(model)

@@ -7,6 +7,8 @@ from geoseg.sinks._table import export_table
 from geoseg.sinks._zarr import (
     SceneLayout,
     VolumeLayout,
+    array,
+    attrs,
     complete_group,
     consolidate,
     consolidate_root,
@@ -26,6 +28,8 @@ from geoseg.sinks._zarr import (
 )
 
 __all__ = [
+    "array",
+    "attrs",
     "Store",
     "StoreLike",
     "as_store",

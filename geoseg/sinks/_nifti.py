@@ -4,35 +4,37 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from geoseg.errors import StoreError
-from geoseg.sinks._zarr import open_group
+
+from ._export import finished_group, output_file
+from ._store import StoreLike, as_store
+from ._zarr import array as zarr_array
 
 __all__ = ["export_nifti"]
 
 
-def export_nifti(store: str | os.PathLike[str], name: str, out: str | os.PathLike[str], array: str = "mask") -> Path:
+def export_nifti(store: StoreLike, name: str, out: str | os.PathLike[str], array: str = "mask") -> Path:
     """Write ``<store>/<name>/<array>`` (``mask`` or ``lesion_id``) as ``.nii``/``.nii.gz``.
 
     The header is the input's first modality's (qform, sform and their codes kept), so the
     mask overlays the scan in any viewer; without that file, the stored 4x4 affine is used.
+
+    Raises:
+        StoreError: no such complete case or array, the input's affine changed, or the file
+            cannot be written.
     """
-    g = open_group(store, name)
-    meta = g.attrs.get("geoseg", {})
-    if meta.get("status") != "complete":
-        raise StoreError(f"{store}: group {name!r} is not complete (status {meta.get('status')!r}); rerun the job first")
-    if "affine" not in g.attrs:
-        raise StoreError(f"{store}: group {name!r} is not a volume (no affine); export rasters with --format cog")
-    if array not in g:
-        raise StoreError(f"{store}: group {name!r} has no array {array!r} (has {sorted(g.array_keys())})")
-    data = np.asarray(g[array][...])
-    affine = np.asarray(g.attrs["affine"], np.float64)
-    source = Path(meta.get("files", [""])[0])
+    g, attrs, meta = finished_group(store, name, "volume")
+    data = np.asarray(zarr_array(g, array)[...])
+    affine = np.asarray(attrs["affine"], np.float64)
+    files = meta.get("files") or [""]
+    source = Path(str(files[0]))
     if source.is_file():
-        header = nib.load(source).header.copy()
+        header: Any = nib.load(source).header.copy()
         header.set_data_dtype(data.dtype)
         header.set_slope_inter(1.0, 0.0)
         img = nib.Nifti1Image(data, header.get_best_affine(), header)
@@ -42,11 +44,8 @@ def export_nifti(store: str | os.PathLike[str], name: str, out: str | os.PathLik
         img = nib.Nifti1Image(data, affine)
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise StoreError(f"{out}: folder {out.parent} does not exist; create it or choose another --out")
-    try:
-        nib.save(img, out)
-    except OSError as e:
-        raise StoreError(f"{out}: cannot write the NIfTI file ({e.strerror}); check the folder exists") from None
-    return out
+    if not str(out).endswith((".nii", ".nii.gz")):
+        raise StoreError(f"{out}: a NIfTI export needs a .nii or .nii.gz name (from {as_store(store).url}/{name})")
+    with output_file(out, "NIfTI file") as staging:
+        nib.save(img, staging)
+    return Path(out)

@@ -43,6 +43,8 @@ __all__ = [
     "read_markers",
     "mark_block_done",
     "complete_group",
+    "attrs",
+    "array",
     "group_meta",
     "group_status",
     "list_groups",
@@ -85,6 +87,9 @@ class SceneLayout:
     crs_wkt: str
     transform: tuple[float, ...]
     write_probs: bool = False
+    gcps: tuple[Mapping[str, Any], ...] = ()
+    gcps_crs_wkt: str = ""
+    rpcs: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -129,6 +134,10 @@ class SceneLayout:
             y.attrs.update({"standard_name": "projection_y_coordinate", "axis": "Y"})
         ref = g.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0)
         ref.attrs.update(cf)
+        if self.gcps:  # no affine: the input's ground control points travel with the mask
+            geo["gcps"] = {"crs_wkt": self.gcps_crs_wkt, "points": [dict(p) for p in self.gcps]}
+        if self.rpcs:
+            geo["rpcs"] = dict(self.rpcs)
         return geo
 
 
@@ -197,24 +206,37 @@ def open_group(store: StoreLike, name: str) -> zarr.Group:
         raise StoreError(f"{st.url}: has no group {name!r} ({there}); give one of them with --name") from None
 
 
+def attrs(node: zarr.Group | zarr.Array) -> dict[str, Any]:
+    """A node's attributes as plain JSON values (zarr types them as a union of JSON kinds)."""
+    return dict(node.attrs.asdict())
+
+
+def array(g: zarr.Group, key: str) -> zarr.Array:
+    """The array ``key`` of group ``g``; raises StoreError where it is missing or a group."""
+    node = g.get(key)
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{g.store_path}: has no array {key!r} (arrays there: {sorted(g.array_keys())})")
+    return node
+
+
 def group_status(store: StoreLike, name: str) -> tuple[str, str] | None:
     """``(fingerprint, status)`` of an existing group, or None where there is none."""
     st = as_store(store)
     if not st.exists() or not st.has(f"{name}/zarr.json"):
         return None
-    attrs = open_group(st, name).attrs.get("geoseg", {})
-    return str(attrs.get("fingerprint", "")), str(attrs.get("status", ""))
+    meta = group_meta(st, name)
+    return str(meta.get("fingerprint", "")), str(meta.get("status", ""))
 
 
 def group_meta(store: StoreLike, name: str) -> dict[str, Any]:
     """The group's ``geoseg`` attributes (fingerprint, status, source, model, counts...)."""
-    return dict(open_group(store, name).attrs.get("geoseg", {}))
+    return dict(attrs(open_group(store, name)).get("geoseg") or {})
 
 
 def _set_status(store: StoreLike, name: str, status: str, extra: Mapping[str, Any] | None = None) -> None:
     st = as_store(store)
     g = zarr.open_group(st.zarr, path=name, mode="r+", zarr_format=3)
-    meta = dict(g.attrs.get("geoseg", {}))
+    meta = dict(attrs(g).get("geoseg") or {})
     meta.update(extra or {})
     meta["status"] = status
     g.attrs["geoseg"] = meta
@@ -298,14 +320,18 @@ class VolumeLayout:
                 "long_name": "class index",
             }
         )
-        ids = g.create_array("lesion_id", shape=self.shape_xyz, chunks=chunks, dtype="uint32", fill_value=0, dimension_names=dims)
+        ids = g.create_array(
+            "lesion_id", shape=self.shape_xyz, chunks=chunks, dtype="uint32", fill_value=0, dimension_names=dims
+        )
         ids.attrs["long_name"] = "lesion id (3-D connected component of the tumour classes), 0 = none"
         axes = [{"name": d, "type": "space", "unit": "millimeter"} for d in dims]
         scale = [{"type": "scale", "scale": list(self.voxel_mm)}]
         return {
             "ome": {
                 "version": "0.5",
-                "multiscales": [{"name": self.name, "axes": axes, "datasets": [{"path": "mask", "coordinateTransformations": scale}]}],
+                "multiscales": [
+                    {"name": self.name, "axes": axes, "datasets": [{"path": "mask", "coordinateTransformations": scale}]}
+                ],
             },
             "affine": [list(row) for row in self.affine],
             "voxel_mm": list(self.voxel_mm),
@@ -316,7 +342,7 @@ def write_volume(store: StoreLike, name: str, arrays: Mapping[str, np.ndarray]) 
     """Write whole arrays of a case (one task per case: the only writer of its chunks)."""
     g = zarr.open_group(as_store(store).zarr, path=name, mode="r+", zarr_format=3)
     for key, values in arrays.items():
-        g[key][...] = values
+        array(g, key)[...] = values
 
 
 def write_block(store: StoreLike, name: str, extent: Window, arrays: Mapping[str, np.ndarray]) -> None:
@@ -325,7 +351,7 @@ def write_block(store: StoreLike, name: str, extent: Window, arrays: Mapping[str
     y0, x0, y1, x1 = extent
     g = zarr.open_group(as_store(store).zarr, path=name, mode="r+", zarr_format=3)
     for key, values in arrays.items():
-        g[key][..., y0:y1, x0:x1] = values
+        array(g, key)[..., y0:y1, x0:x1] = values
 
 
 def write_table(store: StoreLike, name: str, table_name: str, columns: Mapping[str, np.ndarray]) -> None:
@@ -335,17 +361,24 @@ def write_table(store: StoreLike, name: str, table_name: str, columns: Mapping[s
     t.attrs["columns"] = list(columns)
     for col, values in columns.items():
         values = np.asarray(values)
-        arr = t.create_array(col, shape=values.shape, chunks=(max(1, len(values)),), dtype=values.dtype, dimension_names=(table_name,))
+        arr = t.create_array(
+            col, shape=values.shape, chunks=(max(1, len(values)),), dtype=values.dtype, dimension_names=(table_name,)
+        )
         if len(values):
             arr[:] = values
 
 
 def read_table(store: StoreLike, name: str, table_name: str) -> dict[str, np.ndarray]:
+    """The columns of table ``<name>/<table_name>``, in their stored order."""
     g = open_group(store, name)
-    if table_name not in g:
-        raise StoreError(f"{as_store(store).url}: group {name!r} has no table {table_name!r}")
-    t = g[table_name]
-    return {c: t[c][:] for c in t.attrs.get("columns") or sorted(t.array_keys())}
+    t = g.get(table_name)
+    if not isinstance(t, zarr.Group):
+        tables = sorted(k for k, v in g.groups())
+        raise StoreError(
+            f"{as_store(store).url}: group {name!r} has no table {table_name!r} (tables there: {tables or 'none'})"
+        )
+    columns = attrs(t).get("columns") or sorted(t.array_keys())
+    return {str(c): np.asarray(array(t, str(c))[:]) for c in columns}
 
 
 def mark_block_done(store: StoreLike, name: str, block_name: str, stats: Mapping[str, Any] | None = None) -> None:

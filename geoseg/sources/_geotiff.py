@@ -6,14 +6,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
-from geoseg.errors import InputError, SourceError
 from geoseg.core.grid import Window
+from geoseg.errors import InputError, SourceError
 from geoseg.sources._identity import content_identity
 
 __all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
@@ -40,6 +41,9 @@ class RasterInfo:
     nodata: float | None
     descriptions: tuple[str | None, ...]
     identity: str
+    gcps: tuple[dict[str, Any], ...] = ()  # ground control points, where the file has no transform
+    gcps_crs_wkt: str = ""
+    rpcs: dict[str, Any] | None = None  # rational polynomial coefficients (rasterio's RPC.to_dict())
 
     @property
     def stem(self) -> str:
@@ -66,6 +70,7 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(p) as src:
+                gcps, gcp_crs = src.gcps
                 info = RasterInfo(
                     path=str(p.resolve()),
                     shape_yx=(src.height, src.width),
@@ -76,6 +81,11 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
                     nodata=src.nodata,
                     descriptions=tuple(src.descriptions),
                     identity=content_identity([p]),
+                    gcps=tuple(
+                        {"row": g.row, "col": g.col, "x": g.x, "y": g.y, "z": g.z, "id": g.id, "info": g.info} for g in gcps
+                    ),
+                    gcps_crs_wkt=gcp_crs.to_wkt() if gcp_crs else "",
+                    rpcs=src.rpcs.to_dict() if src.rpcs else None,
                 )
     except RasterioError as e:
         raise SourceError(f"{p}: not a readable raster ({str(e).splitlines()[0]}); give a GeoTIFF/COG") from None

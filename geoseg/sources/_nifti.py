@@ -24,9 +24,9 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from geoseg.core.volume import Orientation, check_affine, orientation_of, voxel_volume_mm3
 from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.sources._identity import content_identity
-from geoseg.core.volume import Orientation, check_affine, orientation_of
 
 __all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case"]
 
@@ -86,8 +86,9 @@ class CaseInfo:
 
     @property
     def voxel_ml(self) -> float:
-        """Volume of one voxel in mL (mm³ / 1000)."""
-        return float(np.prod(self.voxel_mm)) / 1000.0
+        """Volume of one voxel in mL: ``|det|`` of the affine's 3x3 part / 1000, right for sheared
+        (tilted-gantry) and oblique affines, where the product of the column lengths is not."""
+        return voxel_volume_mm3(np.asarray(self.affine)) / 1000.0
 
 
 def _pattern_table(

@@ -16,13 +16,14 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
+from geoseg.core.volume import Orientation, normalise_case, slice_stack
 from geoseg.errors import InputError, SourceError
 from geoseg.sources import CaseInfo, load_case, open_case
-from geoseg.core.volume import Orientation, normalise_case, slice_stack
 
 from ._spec import DataSection
 
@@ -94,7 +95,7 @@ def load_labelled_case(folder: Path, data: DataSection) -> LabelledCase:
     info = open_case(folder, data.modalities, patterns or None)
     image, mask = normalise_case(load_case(info), info.path)
     label_path = _label_file(Path(folder), data.labels)
-    img = nib.load(str(label_path))
+    img: Any = nib.load(str(label_path))
     raw = np.asarray(img.dataobj)
     if raw.shape[:3] != info.shape_xyz or raw.ndim != 3:
         raise InputError(

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.core.grid import Tiling
 from geoseg.errors import ModelError, SpecError
 from geoseg.evaluate import brats_regions, dice
-from geoseg.core.grid import Tiling
 from geoseg.infer import Predictor, pick_device
 from geoseg.models import ModelCard, Normalisation, UNet, build_model, save_checkpoint
 

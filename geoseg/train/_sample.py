@@ -152,7 +152,7 @@ def draw_batch(
             np.stack([case.labels[:, :, k], case.mask[:, :, k]]).astype(np.float32)
         )  # (2, X, Y): labels and foreground, both resampled nearest
         jitter = rng.uniform(-crop_px / 4, crop_px / 4, size=2)
-        grid = _sampling_grid(stack.shape[1:], (cx + jitter[0], cy + jitter[1]), crop_px, aug, gen)
+        grid = _sampling_grid((stack.shape[1], stack.shape[2]), (cx + jitter[0], cy + jitter[1]), crop_px, aug, gen)
         image = F.grid_sample(stack[None], grid, "bilinear", "zeros", align_corners=False)[0]
         warped = F.grid_sample(target[None], grid, "nearest", "zeros", align_corners=False)[0]
         fg = warped[1:2] > 0.5

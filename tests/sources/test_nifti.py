@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from geoseg.core.volume import foreground_mask
 from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, open_case
-from geoseg.core.volume import foreground_mask
 
 SHAPE = (12, 10, 8)
 AFFINE = np.diag([-0.9, -0.9, 3.0, 1.0])
