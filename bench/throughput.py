@@ -48,7 +48,7 @@ from _common import git_state, scene_path, unet_bench_card  # noqa: E402  (bench
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from geoseg.core.grid import Tiling, blocks, patch_grid  # noqa: E402
+from geoseg.core.grid import Tiling, patch_grid  # noqa: E402
 from geoseg.core.stitch import extract_patches  # noqa: E402
 from geoseg.infer import optimise_for_cpu  # noqa: E402
 from geoseg.models import (  # noqa: E402
@@ -209,21 +209,11 @@ def base_spec(model: str, scene: Path, out: Path, workdir: Path, overrides: dict
     }
 
 
-def forward_work(size: int, overrides: dict[str, Any]) -> tuple[int, int]:
-    """(patches the actor really pushes through the model, grid patches): the Predictor pads
-    every block's last batch to a full ``batch_size``."""
-    from geoseg.spec import JobSpec  # noqa: PLC0415
-
-    defaults = JobSpec.model_fields
-    bs = overrides.get("batch_size", defaults["batch_size"].default)
-    block_px = overrides.get("block_px", defaults["block_px"].default)
-    tiling = Tiling(256, 32)
-    grid = patch_grid((size, size), tiling)
-    padded = 0
-    for b in blocks(grid, block_px, tiling.chunk_px()):
-        n = (b.cores_y[1] - b.cores_y[0]) * (b.cores_x[1] - b.cores_x[0])
-        padded += -(-n // bs) * bs
-    return padded, len(grid)
+def forward_work(report: Any) -> tuple[int, int]:
+    """(patches the actors really pushed through the model, grid patches), from the run's report:
+    the scheduler packs blocks into whole batches, so only the job's last batch is padded."""
+    grid_n = sum(s.grid_patches for s in report.scenes)
+    return report.patches_forwarded - sum(s.patches_zero for s in report.scenes) + report.patches_padded, grid_n
 
 
 def run_geoseg(
@@ -322,9 +312,10 @@ class PySpy:
 
         self.out, self.proc = out, None
         exe = Path(sys.executable).with_name("py-spy")
-        if not exe.exists() or not _POOL["actors"]:
+        pool = _POOL["pool"]
+        if not exe.exists() or pool is None or not pool.actors:
             return
-        pid = ray.get(_POOL["actors"][0].__ray_call__.remote(lambda self: os.getpid()))
+        pid = ray.get(pool.actors[0].describe.remote())["pid"]
         out.unlink(missing_ok=True)
         cmd = [
             str(exe),
@@ -428,8 +419,8 @@ def bench_model(
     rows = []
     for label, overrides in variants:
         release_workers()  # each variant starts its actors afresh: its first run is a cold one
-        padded, grid_n = forward_work(size, overrides)
         (first_s, report), ld = measured(run_geoseg, model, scene, workdir, overrides, f"{model}-first")
+        padded, grid_n = forward_work(report)
         loads[f"first {label}"].append(ld)
         assert report.patches_forwarded == grid_n, (report.patches_forwarded, grid_n)
         warm_s: list[float] = []
@@ -510,7 +501,7 @@ def print_result(res: dict) -> None:
         line(f"geoseg [{v}] warm, best", min(row["warm_s"]))
         line("  bare passes paired with these, median", med(row["paired_bare_s"]), f"bare {v}")
         print(
-            f"{'':4s}model work: {row['forward_padded']} patches forwarded (padded batches) for "
+            f"{'':4s}model work: {row['forward_padded']} patches forwarded (with padding) for "
             f"{row['grid_patches']} grid patches = {row['forward_padded'] / row['grid_patches']:.3f}"
         )
     print("ratio geoseg warm / bare model, patches/s:")

@@ -216,6 +216,35 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quicklook(args: argparse.Namespace) -> int:
+    from geoseg.quicklook import quicklook  # noqa: PLC0415
+
+    print(f"wrote {quicklook(args.store, args.name, args.out, max_px=args.max_px)}")
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from geoseg.submit import submit  # noqa: PLC0415
+
+    own, sep, run_args = _split_at(args.run_args, "--")
+    extra = argparse.ArgumentParser(prog="geoseg submit", add_help=False, exit_on_error=False)
+    extra.add_argument("--address")
+    try:
+        late, unknown = extra.parse_known_args(own)
+    except argparse.ArgumentError as e:
+        raise SpecError(f"submit: {e}; see geoseg submit --help") from None
+    if unknown:
+        raise SpecError(f"submit: {' '.join(unknown)}: flags for geoseg run go after --, e.g. -- --workers 2")
+    return submit(args.spec, late.address or args.address, run_args)
+
+
+def _split_at(items: Sequence[str], sep: str) -> tuple[list[str], bool, list[str]]:
+    if sep in items:
+        k = list(items).index(sep)
+        return list(items[:k]), True, list(items[k + 1 :])
+    return list(items), False, []
+
+
 def _cmd_example(args: argparse.Namespace) -> int:
     from geoseg.example import write_example  # noqa: PLC0415
 
@@ -267,6 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--name", action="append", help="only this case (repeatable)")
     v.add_argument("--json", type=Path, help="also write the scores as JSON here")
+    q = sub.add_parser(
+        "quicklook", help="a PNG of an output over its input, to check it by eye",
+        description="A picture of one output: a scene's mask over its input at reduced resolution (RGB where the "
+        "bands say so), or an MRI case's slices through its largest lesion in three planes, with a legend.",
+    )  # fmt: skip
+    q.add_argument("store", type=Path, help="Zarr store written by geoseg run")
+    q.add_argument("--name", required=True, help="group name (the input's file stem or case folder)")
+    q.add_argument("--out", required=True, type=Path, help="the picture, a .png file")
+    q.add_argument("--max-px", type=int, default=1024, metavar="PX", help="a scene's longer side in the picture (default 1024)")
+    j = sub.add_parser(
+        "submit", help="submit a job spec to a Ray cluster (ray job submit)",
+        description="Submit `geoseg run SPEC` to a Ray cluster with Ray Jobs. Only the spec travels, its "
+        "paths made absolute; a remote cluster needs absolute paths every node can read and write.",
+    )  # fmt: skip
+    j.add_argument("spec", type=Path, help="YAML job spec")
+    j.add_argument("--address", help="the cluster's Ray Jobs address, http://HEAD:8265 (default: RAY_ADDRESS)")
+    j.add_argument("run_args", nargs=argparse.REMAINDER, help="flags passed on to geoseg run, after --")
     x = sub.add_parser(
         "example", help="write a generated example scene and job spec", description="Write scene.tif and job.yaml."
     )
@@ -281,6 +327,8 @@ _COMMANDS = {
     "example": _cmd_example,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
+    "submit": _cmd_submit,
+    "quicklook": _cmd_quicklook,
 }
 
 

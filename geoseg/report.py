@@ -45,6 +45,8 @@ class InputReport:
     def line(self) -> str:
         """One line for the summary."""
         if self.status != "complete":
+            if self.error.startswith(self.path):
+                return f"{self.status}: {self.error}"
             return f"{self.path}: {self.status}: {self.error}"
         if self.already:
             return f"{self.name}: complete already (an earlier run of the same job), nothing to do"

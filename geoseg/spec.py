@@ -152,7 +152,15 @@ def parse_spec(data: Any, source: str = "spec", base: Path | None = None) -> Job
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
         raise explain_validation(e, source, JobSpec, "see docs/spec.md") from None
-    return _rebase(spec, base or Path.cwd(), source)
+    return _rebase(spec, base or working_dir(source), source)
+
+
+def working_dir(source: str) -> Path:
+    """The working directory relative paths start at; one line where it no longer exists."""
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:
+        raise SpecError(f"{source}: the working directory no longer exists; cd to a folder and run again") from None
 
 
 def read_yaml(path: Path, what: str) -> Any:

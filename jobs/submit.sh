@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Submit a geoseg job to a running Ray cluster with Ray Jobs.
-#   RAY_ADDRESS=http://head:8265 jobs/submit.sh jobs/water_sentinel2.yaml
-# The cluster's image must have geoseg installed (pip install geoseg, or the repo with
-# `pip install .`); the spec travels in the working directory. Inputs and the output store must
-# be paths every node can read and write (a shared file system).
+# Submit a geoseg job to a running Ray cluster with Ray Jobs:
+#   RAY_ADDRESS=http://HEAD:8265 jobs/submit.sh jobs/water_sentinel2.yaml [-- extra geoseg run flags]
+# It runs `geoseg submit`: only the spec travels (no folder upload, so no old output store goes
+# with it), its paths made absolute. The cluster's nodes need geoseg installed and must read the
+# inputs and write the output at those paths (a shared file system). Relative paths in the spec
+# are refused for a remote cluster, with the reason.
 set -euo pipefail
-spec=${1:?usage: jobs/submit.sh SPEC.yaml [extra geoseg run flags]}
-shift
-exec ray job submit --working-dir "$(dirname "$spec")" -- python -m geoseg run "$(basename "$spec")" --no-progress "$@"
+here=$(cd "$(dirname "$0")/.." && pwd)
+python=${GEOSEG_PYTHON:-$here/.venv/bin/python}
+[ -x "$python" ] || python=$(command -v python3)
+exec "$python" -m geoseg.cli submit "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +203,142 @@ def test_bad_spec_or_input_fails_before_ray_and_torch(tmp_path: Path, case: str,
     assert torch_loaded == "False", "torch must not load to validate a spec or find a missing input"
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.zarr").exists(), "nothing is written for a job that cannot run"
+
+
+def test_readme_first_command_twice_runs_nothing_the_second_time(tmp_path: Path) -> None:
+    """`geoseg example` rewrites scene.tif (same bytes, new timestamps): the rerun is the same job."""
+    exe = [sys.executable, "-m", "geoseg.cli"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    outs = []
+    for _ in range(2):
+        subprocess.run([*exe, "example", str(tmp_path / "ex")], check=True, capture_output=True)
+        run = subprocess.run([*exe, "run", str(tmp_path / "ex" / "job.yaml"), "--no-progress"], capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr
+        outs.append(run.stdout)
+    assert "inference 70/70 patches = 1.00" in outs[0]
+    assert "complete already" in outs[1] and "nothing to run" in outs[1], outs[1]
+
+
+def test_threshold_written_out_or_left_to_default_is_one_job(tmp_path: Path) -> None:
+    from geoseg.models import resolve_card, weights_identity
+    from geoseg.plan import plan_job
+    from geoseg.spec import parse_spec
+
+    src = write_raster(tmp_path / "s.tif", water_scene((64, 64)), descriptions=S2)
+    fps = set()
+    for params in ({}, {"threshold": 0.0}, {"threshold": 0}, {"gain": 10}):
+        spec = parse_spec({"inputs": [str(src)], "output": str(tmp_path / "o.zarr"), "model": {"name": "ndwi", "params": params}})
+        fps.add(plan_job(spec, resolve_card(spec.model), weights_identity(spec.model)).groups[0].fingerprint)
+    assert len(fps) == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_address_where_nothing_listens_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    src = write_raster(tmp_path / "s.tif", water_scene((64, 64)), descriptions=S2)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "geoseg.cli", "run", "-i", str(src), "-m", "ndwi", "-o", str(tmp_path / "o.zarr"),
+           "--address", f"127.0.0.1:{port}", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # a guard against a hang, not a measure
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in line and "nothing answers there" in line and "ray start" in line
+    assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_run_cleanly_and_finished_inputs_are_complete(tmp_path: Path, sig: str) -> None:
+    """The first input completes; a signal during the second ends the run with one line (no Ray
+    'Unhandled error' lines), the first stays complete and exportable, the second is not complete."""
+    import signal
+    import time
+
+    from geoseg.sinks import group_status
+
+    small = write_raster(tmp_path / "a.tif", water_scene((200, 200), seed=1), descriptions=S2)
+    big = write_raster(tmp_path / "b.tif", water_scene((2600, 2600), seed=2), descriptions=S2)
+    out = tmp_path / "o.zarr"
+    cmd = [sys.executable, "-m", "geoseg.cli", "run", "-i", str(small), "-i", str(big), "-m", "ndwi", "-o", str(out),
+           "--block-size", "448", "--no-progress"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"GEOSEG_MAX_BLOCKS_IN_FLIGHT": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        st = group_status(out, "a") if (out / "a" / "zarr.json").exists() else None
+        if st and st[1] == "complete" and (out / ".geoseg" / "b" / "done").is_dir():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the signal: make the second input bigger"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (143 if sig == "SIGTERM" else 130), err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("geoseg: ") and "rerun" in lines[0], err
+    assert group_status(out, "a") is not None and group_status(out, "a")[1] == "complete"
+    assert group_status(out, "b")[1] == "running"
+    assert main(["export", str(out), "--name", "a", "--out", str(tmp_path / "a.tif.cog.tif")]) == 0
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_export_into_an_unwritable_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ex = tmp_path / "ex"
+    subprocess.run([sys.executable, "-m", "geoseg.cli", "example", str(ex)], check=True, capture_output=True)
+    store = ex / "out.zarr"
+    src = ex / "scene.tif"
+    assert main(["run", "-i", str(src), "-m", "ndwi", "-o", str(store), "--no-progress"]) == 0
+    capsys.readouterr()
+    for out, needle in [
+        (tmp_path / "missing" / "w.tif", "does not exist"),
+        (Path("/proc/w.tif"), "cannot write"),
+        (tmp_path, "is a folder"),
+    ]:
+        code, err = _run_cli(["export", str(store), "--name", "scene", "--out", str(out)], capsys)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, err = _run_cli(["export", str(store), "--name", "nope", "--out", str(tmp_path / "x.tif")], capsys)
+    assert code == 2 and "groups there: scene" in err
+    code, err = _run_cli(["export", str(tmp_path / "nostore.zarr"), "--name", "scene", "--out", str(tmp_path / "x.tif")], capsys)
+    assert code == 2 and "no Zarr store there" in err
+
+
+def test_overwrite_marks_the_old_group_before_deleting_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete that fails half-way leaves a group that is not complete (nothing half-deleted looks finished)."""
+    from geoseg.errors import StoreError
+    from geoseg.sinks import SceneLayout, Store, prepare_group
+
+    store = tmp_path / "o.zarr"
+    layout = SceneLayout("s", (10, 10), 448, ("a", "b"), "", (1.0, 0.0, 0.0, 0.0, -1.0, 10.0))
+    prepare_group(store, layout, "old", {})
+    from geoseg.sinks._zarr import complete_group
+
+    complete_group(store, "s", {})
+    assert group_status(store, "s") == ("old", "complete")
+
+    def broken(self: Store, prefix: str) -> None:
+        raise StoreError(f"{self.url}: cannot delete {prefix} (Permission denied); check permissions")
+
+    monkeypatch.setattr(Store, "delete_prefix", broken)
+    with pytest.raises(StoreError, match="Permission denied"):
+        prepare_group(store, layout, "new", {}, overwrite=True)
+    assert group_status(store, "s") == ("old", "replacing")
+
+
+def test_submit_uploads_only_the_spec_and_refuses_relative_paths_for_a_remote_cluster(tmp_path: Path) -> None:
+    from geoseg.errors import SpecError
+    from geoseg.submit import _staged_spec, submit
+
+    (tmp_path / "old.zarr").mkdir()  # an old store beside the spec must never travel
+    src = write_raster(tmp_path / "s.tif", water_scene((64, 64)), descriptions=S2)
+    spec = tmp_path / "job.yaml"
+    spec.write_text("inputs: [s.tif]\noutput: out.zarr\nmodel: {name: ndwi}\n")
+    with pytest.raises(SpecError, match=r"relative paths \['s.tif', 'out.zarr'\] cannot be submitted to the remote cluster"):
+        submit(spec, "http://10.20.30.40:8265")
+    staged = _staged_spec(spec)
+    assert staged["inputs"] == [str(src)] and staged["output"] == str(tmp_path / "out.zarr")
+    with pytest.raises(SpecError, match="not a Ray Jobs address"):
+        submit(spec, "127.0.0.1:6379")

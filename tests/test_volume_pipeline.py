@@ -185,3 +185,34 @@ def test_bad_cases_are_reported_and_the_good_one_finishes(tmp_path: Path, thresh
     for name in ("missing_t1c", "mismatch"):
         assert not (out / name).exists()
     assert zarr.open_group(str(out), path="nans", mode="r").attrs["geoseg"]["status"] == "running"
+
+
+def test_sheared_affine_gives_volumes_from_the_determinant(tmp_path: Path, threshold_model: Path) -> None:
+    """A tilted gantry: the sform has an off-diagonal term. The voxel volume is |det| of the affine
+    (not the product of its column lengths, 10 % more here), in the table and for min_lesion_ml."""
+    shear = np.array([[1.0, 0.0, 0.45, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    case = _write_case(tmp_path / "tilted", shear, (40, 40, 30), seed=5)
+    out = tmp_path / "o.zarr"
+    assert run_job(parse_spec({"inputs": [str(case)], "output": str(out), "model": {"file": str(threshold_model)}, "progress": False})).ok
+    table = read_table(out, "tilted", "lesions")
+    assert len(table["volume_ml"]) >= 1
+    np.testing.assert_allclose(table["volume_ml"], table["voxels"] * abs(np.linalg.det(shear[:3, :3])) / 1000)
+    assert abs(np.prod(np.linalg.norm(shear[:3, :3], axis=0)) - 1.0) > 0.09, "the shear must matter"
+
+
+def test_a_glob_that_also_matches_a_licence_file_finishes_the_cases(tmp_path: Path, threshold_model: Path) -> None:
+    """inputs: ['cases/*'] over case folders and a LICENSE: the file is no case; the run says so
+    and the cases complete with exit 0."""
+    root = tmp_path / "cases"
+    for i in range(2):
+        _write_case(root / f"c{i}", np.eye(4), (30, 30, 20), seed=i)
+    (root / "LICENSE.txt").write_text("CC BY-NC-SA 3.0")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"inputs: ['{root}/*']\noutput: {tmp_path / 'o.zarr'}\nmodel: {{file: {threshold_model}}}\nprogress: false\n")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", str(spec)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "LICENSE.txt" in proc.stderr and "no MRI case" in proc.stderr
+    assert "2/2 inputs complete" in proc.stdout

@@ -64,7 +64,7 @@ def _resolve_one(
             f"{path}: band index {index} is out of range, the file has bands 1..{count}; "
             "fix model.params.bands (1-based indices)"
         )
-    candidates = (wanted, *BAND_ALIASES.get(wanted.lower(), ()))
+    candidates = tuple(dict.fromkeys((wanted, *BAND_ALIASES.get(wanted.lower(), ()))))
     for name in candidates:
         hits = [i for i, d in enumerate(lowered) if d == name.lower()]
         if len(hits) > 1:

@@ -15,7 +15,7 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.core.grid import Window
 from geoseg.errors import InputError, SourceError
-from geoseg.sources._identity import content_identity
+from geoseg.sources._identity import content_identity, relative_hint
 
 __all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
 
@@ -63,7 +63,7 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
     """
     p = Path(path)
     if not p.exists():
-        raise SourceError(f"{p}: no such file; check the path (relative paths start at {Path.cwd()})")
+        raise SourceError(f"{p}: no such file; check the path{relative_hint(p)}")
     if p.is_dir():
         raise SourceError(f"{p}: is a folder, not a raster; give a GeoTIFF file")
     try:

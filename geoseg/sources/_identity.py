@@ -7,10 +7,22 @@ a copy, a fresh download) keeps its identity, and a changed file gets a new one.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["content_identity", "FULL_HASH_BYTES"]
+__all__ = ["content_identity", "FULL_HASH_BYTES", "relative_hint"]
+
+
+def relative_hint(path: Path) -> str:
+    """`` (relative to /the/working/dir)`` for a relative path, "" otherwise (or where the
+    working directory itself is gone)."""
+    if Path(path).is_absolute():
+        return ""
+    try:
+        return f" (relative to {os.getcwd()})"
+    except OSError:
+        return " (relative to a working directory that no longer exists)"
 
 FULL_HASH_BYTES = 64 << 20
 """Files up to this size (64 MiB: every MRI volume, small scenes) are hashed whole."""

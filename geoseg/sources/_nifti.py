@@ -26,7 +26,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from geoseg.core.volume import Orientation, check_affine, orientation_of, voxel_volume_mm3
 from geoseg.errors import InputError, SourceError, SpecError
-from geoseg.sources._identity import content_identity
+from geoseg.sources._identity import content_identity, relative_hint
 
 __all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case"]
 
@@ -291,7 +291,7 @@ def open_case(
     p = Path(path)
     if not p.exists():
         raise SourceError(
-            f"{p}: no such case folder or file; check the path (relative paths start at {Path.cwd()})"
+            f"{p}: no such case folder or file; check the path{relative_hint(p)}"
         )
     if p.is_dir():
         files = _find_files(p, mods, _pattern_table(mods, patterns))

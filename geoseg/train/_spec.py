@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
-from geoseg.spec import explain_validation, read_yaml
+from geoseg.spec import explain_validation, read_yaml, working_dir
 
 __all__ = [
     "BRATS_LABEL_MAP",
@@ -220,7 +220,7 @@ def parse_train_spec(data: Any, source: str = "train spec", base: Path | None = 
         spec = TrainSpec.model_validate(data)
     except ValidationError as e:
         raise explain_validation(e, source, TrainSpec, "see jobs/train_mri_tumour.yaml for an example") from None
-    return _rebase(spec, base or Path.cwd())
+    return _rebase(spec, base or working_dir("training spec"))
 
 
 def load_train_spec(path: str | os.PathLike[str]) -> TrainSpec:
