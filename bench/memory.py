@@ -1,7 +1,7 @@
 """Peak memory of every geoseg and Ray process while the ndwi job runs on a small and a large scene.
 
 Each scene size runs in a fresh subprocess that starts its own Ray (nothing carries over), with
-the same settings (default ``block_px`` 2048). A background thread samples, every 0.25 s, the
+the same settings (the default block: 4 x 4 Zarr chunks, 2048 px for ndwi). A background thread samples, every 0.25 s, the
 driver and all its descendants (gcs_server, raylet, dashboard/runtime-env agents, task
 workers, the model actor): the sum of PSS (``psutil.Process.memory_full_info().pss``, shared
 pages such as the Ray object store split among the processes that map them), the sum of RSS,
@@ -111,8 +111,7 @@ def child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
     """One measurement: start Ray, run the ndwi job on one scene, report the peaks (as JSON)."""
     import ray  # noqa: PLC0415
 
-    from geoseg.core.grid import patch_grid  # noqa: PLC0415
-    from geoseg.pipeline import release_workers, run_job  # noqa: PLC0415
+    from geoseg.pipeline import _local_cpus, connect, release_workers, run_job  # noqa: PLC0415
     from geoseg.spec import parse_spec  # noqa: PLC0415
 
     scene = workdir / f"scene_{size}.tif"
@@ -122,11 +121,6 @@ def child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
     sampler.sample()
     base_pss = sampler.peak_pss  # the driver alone, before Ray starts
     sampler.start()
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-    ray_start = time.perf_counter() - t0
-    t_job = time.perf_counter() - sampler.t0
     spec: dict[str, Any] = {
         "inputs": [str(scene)],
         "output": str(out),
@@ -135,8 +129,13 @@ def child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
     }
     if block_px:
         spec["block_px"] = block_px
+    job = parse_spec(spec)
     t0 = time.perf_counter()
-    report = run_job(parse_spec(spec))
+    connect(job, _local_cpus(job))  # the private Ray `geoseg run` starts, sized the same way
+    ray_start = time.perf_counter() - t0
+    t_job = time.perf_counter() - sampler.t0
+    t0 = time.perf_counter()
+    report = run_job(job)
     seconds = time.perf_counter() - t0
     time.sleep(0.5)  # one more sample or two after the last block
     sampler.stop.set()
@@ -144,7 +143,7 @@ def child(size: int, workdir: Path, block_px: int | None) -> dict[str, Any]:
     release_workers()
     ray.shutdown()
     shutil.rmtree(out, ignore_errors=True)
-    n = len(patch_grid((size, size)))
+    n = report.scenes[0].grid_patches
     # the PSS sum over the job, in tenths of its duration: max of each tenth (flat = bounded)
     t_end = t_job + seconds
     tenths = [0] * 10
@@ -193,7 +192,7 @@ def main() -> None:
     ap.add_argument(
         "--sizes", type=int, nargs="+", default=[4096, 20000], help="scene edges in px, small first"
     )
-    ap.add_argument("--block-px", type=int, help="spec block_px (default: the spec's default, 2048)")
+    ap.add_argument("--block-px", type=int, help="spec block_px (default: 4 x 4 Zarr chunks)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"), help="scenes and outputs")
     ap.add_argument("--top", type=int, default=10, help="per-process peaks to list per size")
     ap.add_argument("--json", type=Path, help="also write the raw results here")

@@ -21,12 +21,16 @@ class ModelActor:
     the driver prints one line instead of Ray's traceback of a dead actor.
     """
 
-    def __init__(self, spec: ModelSpec, batch_size: int, device: str, precision: str, threads: int | None) -> None:
+    def __init__(
+        self, spec: ModelSpec, batch_size: int, device: str, precision: str, threads: int | None, max_threads: int | None
+    ) -> None:
         self.error = ""
         try:
             from geoseg.infer import Predictor  # noqa: PLC0415  (torch: imported in the actor only)
 
-            self.predictor = Predictor(spec, batch_size, device, precision, threads)  # type: ignore[arg-type]
+            self.predictor = Predictor(
+                spec, batch_size, device, precision, threads, max_threads=max_threads  # type: ignore[arg-type]
+            )
         except GeosegError as e:
             self.error = str(e)
 

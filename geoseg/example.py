@@ -81,14 +81,14 @@ def write_scene(
 
 JOB = """\
 # A ready job: water mapping of a generated Sentinel-2-like scene with the NDWI model.
+# Paths are relative to this file. Every field: docs/spec.md.
 inputs: [scene.tif]
 output: out.zarr
 model:
   name: ndwi
-tiling:
-  overlap_px: 32
-stitch: crop
-block_px: 1024
+  params:
+    threshold: 0.0   # water where (green - NIR) / (green + NIR) > threshold
+block_px: 1024       # 2 x 2 Zarr chunks of 512 px: 4 blocks for this 1536 x 2048 scene
 """
 
 

@@ -179,22 +179,22 @@ class _Resources:
     workers: int
     use_gpu: bool
     cpus_per_worker: float
-    threads: int | None
+    threads: int | None  # the spec's threads_per_worker: None lets the actor choose
+    max_threads: int | None  # a CPU actor's share of the cores
     task_options: dict[str, Any]
     actor_options: dict[str, Any]
 
 
 def _local_cpus(spec: JobSpec) -> int:
-    """Logical CPUs for a private local Ray: the machine's, or enough for the workers asked
-    for plus one for read and write tasks (the workers then share the cores)."""
+    """Logical CPUs for a private local Ray: every core for read and write tasks, plus what the
+    model workers reserve, on top. A CPU model actor computes only while a call is in, and a
+    light model (ndwi) leaves the cores to the reads; a heavy one keeps its threads busy and
+    the reads are a small share. On a GPU machine the actors mostly wait for the GPU."""
     cores = os.cpu_count() or 1
-    want = math.ceil((spec.workers or 1) * (spec.cpus_per_worker or 1.0)) + 1
-    if want > cores:
-        log.info(
-            "%d model workers on a machine with %d cores: they share the cores (Ray is given %d logical CPUs)",
-            spec.workers or 1, cores, want,
-        )  # fmt: skip
-    return max(cores, want)
+    workers = spec.workers or 1
+    if workers > max(1, cores - 1):
+        log.info("%d model workers on a machine with %d cores: they share the cores", workers, cores)
+    return cores + math.ceil(workers * (spec.cpus_per_worker or 1.0))
 
 
 def _resources(spec: JobSpec) -> _Resources:
@@ -218,10 +218,10 @@ def _resources(spec: JobSpec) -> _Resources:
             workers, cpus, per,
         )  # fmt: skip
     cores = os.cpu_count() or 1
-    threads = spec.threads_per_worker or (None if use_gpu else max(1, cores // workers))
+    max_threads = None if use_gpu else max(1, cores // workers)
     actor: dict[str, Any] = {"num_cpus": per, "num_gpus": 1 if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0}
     task: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}  # the scheduler retries, and counts it
-    return _Resources(workers, use_gpu, per, threads, task, actor)
+    return _Resources(workers, use_gpu, per, spec.threads_per_worker, max_threads, task, actor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,13 +286,13 @@ def _actor_pool(spec: JobSpec, res: _Resources) -> _Pool:
     (same model, settings and Ray session), so weights load once per driver."""
     ctx = ray.get_runtime_context()
     key = repr((ctx.gcs_address, ctx.get_job_id(), spec.model, spec.batch_size, spec.device, spec.precision,
-                res.threads, sorted(res.actor_options.items()), res.workers))  # fmt: skip
+                res.threads, res.max_threads, sorted(res.actor_options.items()), res.workers))  # fmt: skip
     pool = _POOL["pool"]
     if pool is not None and pool.key == key and pool.actors:
         return pool
     release_workers()
     cls = ray.remote(ModelActor).options(**res.actor_options)
-    args = (spec.model, spec.batch_size, spec.device, spec.precision, res.threads)
+    args = (spec.model, spec.batch_size, spec.device, spec.precision, res.threads, res.max_threads)
     pool = _Pool(key, lambda: cls.remote(*args), res.workers)
     _POOL["pool"] = pool
     return pool
@@ -442,6 +442,7 @@ class _Scheduler:
         self.writes: dict[Any, _Block] = {}  # write ref -> block
         self.tasks: dict[Any, _Group] = {}  # later-phase task ref -> group
         self.held = 0
+        self.ready = False
         for g in groups:
             pending = {j.index for j in g.plan.pending}
             for job in g.plan.predict:
@@ -454,6 +455,23 @@ class _Scheduler:
             self.queue.extend(g.blocks[j.index] for j in g.plan.predict)
 
     # -- the loop --------------------------------------------------------------------------
+
+    def _ensure_ready(self) -> None:
+        """Before anything is written: the actors' model loaded (else its one-line error), what
+        they compute on recorded, and each group created (or a resumed one checked)."""
+        if self.ready:
+            return
+        self.ready = True
+        info = self.pool.describe()
+        self.report.device = info[0]["device"].split(":")[0]
+        self.report.numerics = info[0]["numerics"]
+        _prepare(self.store, self.groups, self.report.numerics, self.spec.overwrite)
+        for g in self.groups:
+            if g.failed:
+                for b in g.blocks.values():
+                    self._release(b)
+                if self.spec.on_error == "fail":
+                    raise GeosegError(f"{g.plan.path}: {g.res.error}")
 
     def run(self) -> None:
         for g in self.groups:
@@ -594,6 +612,7 @@ class _Scheduler:
         """A model call failed. An error of the model (a geoseg error) fails its inputs; a lost
         patches object (a node went away) is read again; a dead or unreachable actor is
         replaced. Either way the call's patches go again, within the retry bound, counted."""
+        self._ensure_ready()  # a model that did not load is the job's one-line error
         groups = {id(b.group): b.group for b, _, _ in call.segments if not b.group.failed}.values()
         if _permanent(err):
             for g in groups:
@@ -633,7 +652,10 @@ class _Scheduler:
                 self._submit_write(u)
 
     def _submit_write(self, b: _Block) -> None:
+        self._ensure_ready()
         g = b.group
+        if g.failed:
+            return
         b.writes += 1
         calls: list[Any] = []
         index: dict[int, int] = {}
@@ -718,6 +740,9 @@ class _Scheduler:
         self._finish(g)
 
     def _submit_task(self, g: _Group, t: TaskJob) -> None:
+        self._ensure_ready()
+        if g.failed:
+            return
         g.task_attempts[t.key] = g.task_attempts.get(t.key, 0) + 1
         ref = self.run_task.remote(self.store.url, g.plan.name, t.key, t.task)
         g.tasks[ref] = t
@@ -743,6 +768,7 @@ class _Scheduler:
         self._after_model_phase(g)
 
     def _finish(self, g: _Group) -> None:
+        self._ensure_ready()
         if g.failed or g.done:
             return
         extra = {
@@ -815,7 +841,7 @@ def resolve(spec: JobSpec) -> tuple[ModelCard, str]:
     """The job's card and weights identity, checked before any output exists."""
     card = resolve_card(spec.model)
     min_lesion_ml(card)
-    spec.tiling.resolve(card.patch_px)  # a tiling that does not fit the patch fails the spec, once
+    spec.tiling.resolve(card)  # a tiling that does not fit the patch fails the spec, once
     return card, weights_identity(spec.model)
 
 
@@ -861,21 +887,14 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
         started = connect(spec, _local_cpus(spec) if not _cluster_address(spec) else None)
         with _interruptible():
             resources = _resources(spec)
-            pool = _actor_pool(spec, resources)
-            info = pool.describe()
-            report.workers, report.device = resources.workers, info[0]["device"].split(":")[0]
-            report.numerics = info[0]["numerics"]
+            pool = _actor_pool(spec, resources)  # the actors load the model while the first blocks are read
+            report.workers = resources.workers
             unconsolidate_root(store)
             try:
-                _prepare(store, groups, report.numerics, spec.overwrite)
-                live = [g for g in groups if not g.failed]
-                if spec.on_error == "fail" and len(live) < len(groups):
-                    bad = next(g for g in groups if g.failed)
-                    raise GeosegError(f"{bad.plan.path}: {bad.res.error}")
-                bar = _progress(sum(g.plan.patches_needed for g in live), spec.progress)
+                bar = _progress(sum(g.plan.patches_needed for g in groups), spec.progress)
                 t_run = time.perf_counter()
                 try:
-                    _Scheduler(store, live, pool, resources, spec, plan, report, bar).run()
+                    _Scheduler(store, groups, pool, resources, spec, plan, report, bar).run()
                 finally:
                     bar.close()
                 report.run_seconds = time.perf_counter() - t_run

@@ -30,6 +30,7 @@ from geoseg.sinks import SceneLayout, Store, VolumeLayout, done_blocks, group_st
 from geoseg.spec import JobSpec
 
 __all__ = [
+    "JobTiling",
     "BlockJob",
     "TaskJob",
     "GroupPlan",
@@ -39,6 +40,33 @@ __all__ = [
     "fingerprint",
     "min_lesion_ml",
 ]
+
+
+@dataclass(frozen=True)
+class JobTiling:
+    """The tiling, Zarr chunk and block sizes of a job, resolved once from spec and card."""
+
+    tiling: Tiling
+    chunk_px: int
+    block_px: int
+
+    @classmethod
+    def of(cls, spec: JobSpec, card: ModelCard) -> tuple[JobTiling, str]:
+        """The job's layout and a note where geoseg changed the spec's block size ("" if not).
+
+        The default block is 4 x 4 Zarr chunks (1792 px for 256 px patches overlapping by 32);
+        a given block size is rounded up to whole chunks, so each chunk has one writer.
+        """
+        tiling = spec.tiling.resolve(card)
+        chunk = tiling.chunk_px()
+        block = chunk * max(1, -(-(spec.block_px or 4 * chunk) // chunk))
+        note = ""
+        if spec.block_px is not None and block != spec.block_px:
+            note = (
+                f"block_px {spec.block_px} rounded up to {block} px: whole {chunk} px Zarr chunks "
+                f"(a multiple of the {tiling.stride_px} px patch stride), so each chunk has one writer"
+            )
+        return cls(tiling, chunk, block), note
 
 
 @dataclass(frozen=True)
@@ -208,16 +236,15 @@ def _dependencies(grid: PatchGrid, blks: tuple[Block, ...], mode: str) -> list[t
 
 
 def _plan_raster(
-    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput
+    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput, tiles: JobTiling
 ) -> GroupPlan:
     from geoseg.sources import open_raster  # noqa: PLC0415  (rasterio: only for raster jobs)
 
     info = open_raster(path)
     bands = resolve_bands(card.bands, info.descriptions, info.count, info.path)
-    tiling = spec.tiling.resolve(card.patch_px)
+    tiling, chunk_px = tiles.tiling, tiles.chunk_px
     grid = patch_grid(info.shape_yx, tiling)
-    chunk_px = tiling.chunk_px()
-    blks = blocks(grid, spec.block_px, chunk_px)
+    blks = blocks(grid, tiles.block_px, chunk_px)
     name = info.stem
     fp = fingerprint(info.identity, bands, card, weights, tiling, spec)
     resumed, complete, done = _store_state(store, name, fp, spec.overwrite)
@@ -256,13 +283,13 @@ CASE_BLOCK = "case"
 
 
 def _plan_case(
-    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput
+    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput, tiles: JobTiling
 ) -> GroupPlan:
     from geoseg.sources import open_case  # noqa: PLC0415
 
     info = open_case(path, card.bands, spec.modality_patterns)
     ras = info.orientation.ras_shape(info.shape_xyz)
-    tiling = spec.tiling.resolve(card.patch_px)
+    tiling = tiles.tiling
     grid = patch_grid((ras[0], ras[1]), tiling)
     context = int(card.params.get("context_slices", 0))
     fp = fingerprint(info.identity, list(info.modalities), card, weights, tiling, spec)
@@ -324,19 +351,11 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
     """
     store = Store(spec.output)
     store.exists()
-    tiling = spec.tiling.resolve(card.patch_px)
+    tiles, block_note = JobTiling.of(spec, card)
     output: PatchOutput = "labels" if spec.stitch == "crop" and not spec.write_probs else "scores"
     volumes = card.normalisation.kind == "zscore_foreground"  # a volume model: inputs are MRI cases
     planner = _plan_case if volumes else _plan_raster
-    notes: list[str] = []
-    if not volumes:
-        chunk = tiling.chunk_px()
-        block = chunk * max(1, -(-spec.block_px // chunk))
-        if block != spec.block_px:
-            notes.append(
-                f"block_px {spec.block_px} rounded up to {block} px: whole {chunk} px Zarr chunks "
-                f"(a multiple of the {tiling.stride_px} px patch stride), so each chunk has one writer"
-            )
+    notes: list[str] = [block_note] if block_note and not volumes else []
     groups: list[GroupPlan] = []
     failures: list[InputFailure] = []
     skipped: list[str] = []
@@ -346,7 +365,7 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
             skipped.append(path.name)
             continue
         try:
-            g = planner(path, card, spec, weights, store, output)
+            g = planner(path, card, spec, weights, store, output, tiles)
             if g.name in names:
                 raise SpecError(
                     f"{path}: another input ({names[g.name]}) is also named {g.name!r}; output groups are named "

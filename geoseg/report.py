@@ -107,7 +107,7 @@ class JobReport:
         lines.append(
             f"{done}/{len(self.scenes)} inputs complete, {self.patches_forwarded} patches in {self.seconds:.1f} s "
             f"wall (Ray start and model load included), {rate:.1f} patches/s while running, on {self.workers} "
-            f"{self.device} worker(s){restarted}"
+            f"{self.device + ' ' if self.device else ''}worker(s){restarted}"
         )
         return "\n".join(lines)
 

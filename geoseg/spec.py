@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from geoseg.core.grid import Tiling
 from geoseg.errors import SpecError
-from geoseg.models import ModelSpec
+from geoseg.models import ModelCard, ModelSpec
 
 __all__ = ["JobSpec", "ModelSpec", "TilingSection", "load_spec", "parse_spec"]
 
@@ -27,11 +27,19 @@ class _Frozen(BaseModel):
 
 
 class TilingSection(_Frozen):
-    patch_px: int | None = Field(default=None, ge=8, description="patch edge; default: the model card's")
-    overlap_px: int = Field(default=32, ge=0)
+    """Patch size and overlap; each defaults to the model card's (a pointwise model such as
+    ``ndwi`` needs no overlap: its card says 0)."""
 
-    def resolve(self, card_patch_px: int) -> Tiling:
-        return Tiling(self.patch_px or card_patch_px, self.overlap_px)
+    patch_px: int | None = Field(default=None, ge=8, description="patch edge; default: the model card's")
+    overlap_px: int | None = Field(default=None, ge=0, description="overlap of neighbouring patches; default: the card's")
+
+    def resolve(self, card: ModelCard) -> Tiling:
+        """The tiling of a job of ``card``'s model: this section's values, else the card's.
+
+        Raises:
+            SpecError: an overlap that does not fit the patch.
+        """
+        return Tiling(self.patch_px or card.patch_px, card.overlap_px if self.overlap_px is None else self.overlap_px)
 
 
 class JobSpec(_Frozen):
@@ -42,7 +50,7 @@ class JobSpec(_Frozen):
     model: ModelSpec
     tiling: TilingSection = TilingSection()
     stitch: Literal["crop", "gaussian"] = "crop"
-    block_px: int = Field(default=1792, ge=1)  # 4 default chunks: 8 x 8 cores = 4 whole batches of 16
+    block_px: int | None = Field(default=None, ge=1, description="block edge; default 4 Zarr chunks (1792 px for 256/32)")
     workers: int | None = Field(default=None, ge=1, description="model actors; default one per GPU, else 1")
     cpus_per_worker: float | None = Field(
         default=None, gt=0, description="CPUs each model actor reserves; default 1, less where the cluster has fewer"

@@ -129,7 +129,7 @@ def test_real_cli_process_example_run_and_export(tmp_path: Path) -> None:
     subprocess.run([*exe, "example", str(tmp_path / "ex")], check=True, capture_output=True)
     run = subprocess.run([*exe, "run", str(tmp_path / "ex" / "job.yaml"), "--no-progress"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "inference 70/70 patches = 1.00" in run.stdout
+    assert "4/4 blocks run, inference 48/48 patches = 1.00" in run.stdout
     exp = subprocess.run(
         [*exe, "export", str(tmp_path / "ex" / "out.zarr"), "--name", "scene", "--out", str(tmp_path / "w.tif")],
         capture_output=True, text=True,
@@ -215,7 +215,7 @@ def test_readme_first_command_twice_runs_nothing_the_second_time(tmp_path: Path)
         run = subprocess.run([*exe, "run", str(tmp_path / "ex" / "job.yaml"), "--no-progress"], capture_output=True, text=True, env=env)
         assert run.returncode == 0, run.stderr
         outs.append(run.stdout)
-    assert "inference 70/70 patches = 1.00" in outs[0]
+    assert "inference 48/48 patches = 1.00" in outs[0]
     assert "complete already" in outs[1] and "nothing to run" in outs[1], outs[1]
 
 
@@ -265,7 +265,7 @@ def test_a_signal_ends_the_run_cleanly_and_finished_inputs_are_complete(tmp_path
     big = write_raster(tmp_path / "b.tif", water_scene((2600, 2600), seed=2), descriptions=S2)
     out = tmp_path / "o.zarr"
     cmd = [sys.executable, "-m", "geoseg.cli", "run", "-i", str(small), "-i", str(big), "-m", "ndwi", "-o", str(out),
-           "--block-size", "448", "--no-progress"]  # fmt: skip
+           "--block-size", "512", "--no-progress"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"GEOSEG_MAX_BLOCKS_IN_FLIGHT": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 180
@@ -278,7 +278,7 @@ def test_a_signal_ends_the_run_cleanly_and_finished_inputs_are_complete(tmp_path
     proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == (143 if sig == "SIGTERM" else 130), err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith("geoseg: note:")]
     assert len(lines) == 1 and lines[0].startswith("geoseg: ") and "rerun" in lines[0], err
     assert group_status(out, "a") is not None and group_status(out, "a")[1] == "complete"
     assert group_status(out, "b")[1] == "running"

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def run(inputs: list[Path], out: Path, **kw: Any) -> Any:
-    data = {"inputs": [str(p) for p in inputs], "output": str(out), "model": {"name": "ndwi"}, "progress": False}
+    # The tiling pinned to 256/32 (ndwi's card says 0 overlap: it is pointwise), so that patches
+    # overlap and gaussian stitching fans in across blocks.
+    data = {"inputs": [str(p) for p in inputs], "output": str(out), "model": {"name": "ndwi"}, "progress": False,
+            "tiling": {"overlap_px": 32}}  # fmt: skip
     data.update(kw)
     return run_job(parse_spec(data))
 

@@ -29,7 +29,7 @@ def test_killed_run_resumes_only_unfinished_blocks(tmp_path: Path) -> None:
     out = tmp_path / "o.zarr"
     n_blocks = len(blocks(patch_grid((1800, 1800)), 448, 448))
     cmd = [sys.executable, "-m", "geoseg.cli", "run", "--input", str(src), "--model", "ndwi", "--output", str(out),
-           "--block-size", "448", "--no-progress"]  # fmt: skip
+           "--block-size", "448", "--overlap", "32", "--no-progress"]  # fmt: skip
     env = {**os.environ, "GEOSEG_MAX_BLOCKS_IN_FLIGHT": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
@@ -44,7 +44,8 @@ def test_killed_run_resumes_only_unfinished_blocks(tmp_path: Path) -> None:
     g = zarr.open_group(str(out), path="big", mode="r")
     assert g.attrs["geoseg"]["status"] == "running", "a killed run must not be marked complete"
 
-    spec = parse_spec({"inputs": [str(src)], "output": str(out), "model": {"name": "ndwi"}, "block_px": 448, "progress": False})
+    spec = parse_spec({"inputs": [str(src)], "output": str(out), "model": {"name": "ndwi"}, "block_px": 448, "progress": False,
+                       "tiling": {"overlap_px": 32}})  # fmt: skip
     report = run_job(spec)
     assert report.ok, report.summary()
     (scene,) = report.scenes

@@ -151,8 +151,21 @@ def test_more_workers_than_cpus_share_the_cores_and_equal_one_worker(tmp_path: P
         assert proc.returncode == 0, proc.stderr
         assert f"on {workers} cpu worker(s)" in proc.stdout
         notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("geoseg: note:")]
-        assert any("block_px 512 rounded up to 896" in n for n in notes), proc.stderr
         if workers > (os.cpu_count() or 1) - 1:
             assert any("share the cores" in n for n in notes), proc.stderr
         masks[workers] = zarr.open_group(str(out), path="s")["mask"][:]
     assert np.array_equal(masks[3], masks[1])
+
+
+def test_a_block_size_off_the_chunk_grid_is_rounded_and_said(tmp_path: Path) -> None:
+    from geoseg.plan import JobTiling
+
+    src = write_raster(tmp_path / "s.tif", water_scene((64, 64)), descriptions=S2)
+    card = resolve_card(ModelSpec(name="ndwi"))
+    assert card.overlap_px == 0, "ndwi is pointwise: its card asks for no overlap"
+    for block, overlap, want, note in [(600, None, 1024, True), (512, None, 512, False), (1000, 32, 1344, True), (None, 32, 1792, False)]:
+        spec = _spec(src, tmp_path / "o.zarr", block_px=block, tiling={"overlap_px": overlap} if overlap is not None else {})
+        tiles, text = JobTiling.of(spec, card)
+        assert tiles.block_px == want and bool(text) == note, (block, overlap, text)
+        if note:
+            assert f"block_px {block} rounded up to {want} px" in text

@@ -125,3 +125,11 @@ def test_labels_only_equals_argmax_of_probabilities() -> None:
     labels = _first_argmax(probs)
     assert labels.dtype == np.uint8 and labels[0, 0, 0] == 0 and labels[1, 2, 2] == 1
     assert np.array_equal(labels, np.argmax(probs.numpy(), axis=1))
+    probs[2, 2, 5, 5] = float("nan")  # NaN is the maximum to np.argmax: so here too
+    assert np.array_equal(_first_argmax(probs), np.argmax(probs.numpy(), axis=1))
+    two = torch.softmax(torch.randn(2, 2, 8, 8), dim=1)  # two classes take a faster path: same answers
+    two[0, :, 0, 0] = 0.5  # a tie: the first class
+    two[0, 1, 1, 1] = float("nan")  # NaN in class 1 only: class 1
+    two[0, 0, 2, 2] = float("nan")  # NaN in class 0: class 0, whatever class 1 holds
+    two[1, :, 3, 3] = float("nan")
+    assert np.array_equal(_first_argmax(two), np.argmax(two.numpy(), axis=1))

@@ -29,6 +29,7 @@ NDWI_CARD = ModelCard(
     classes=("other", "water"),
     bands=("green", "nir"),
     patch_px=256,
+    overlap_px=0,  # pointwise: a pixel's answer needs no context, so patches need no overlap
     params=dict(NDWI_DEFAULTS),
     description=(
         "McFeeters NDWI = (green - nir) / (green + nir), water where NDWI > threshold "

@@ -76,7 +76,9 @@ class ModelCard:
 
     ``bands`` are the model's input channels in order: each a role from :data:`BAND_ALIASES`
     (``"green"``), a band description (``"B03"``) or a 1-based band index as text (``"2"``).
-    ``classes`` name the output channels; the mask stores the channel index.
+    ``classes`` name the output channels; the mask stores the channel index. ``patch_px`` and
+    ``overlap_px`` are the tiling a job uses unless its spec says otherwise: the overlap should
+    cover the model's receptive field (0 for a pointwise model).
 
     ``task`` declares what the model returns, so that nothing downstream guesses it:
 
@@ -92,6 +94,7 @@ class ModelCard:
     bands: tuple[str, ...]
     normalisation: Normalisation = Normalisation()
     patch_px: int = 256
+    overlap_px: int = 32
     task: Task = "semantic"
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -129,6 +132,7 @@ class ModelCard:
                 "scale": list(self.normalisation.scale),
             },
             "patch_px": self.patch_px,
+            "overlap_px": self.overlap_px,
             "task": self.task,
             "params": dict(self.params),
             "description": self.description,
@@ -151,6 +155,7 @@ class ModelCard:
                     scale=tuple(float(v) for v in norm.get("scale", ())),
                 ),
                 patch_px=int(data.get("patch_px", 256)),
+                overlap_px=int(data.get("overlap_px", 32)),
                 task=str(data.get("task", "semantic")),  # type: ignore[arg-type]
                 params=dict(data.get("params") or {}),
                 description=str(data.get("description", "")),
