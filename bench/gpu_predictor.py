@@ -7,6 +7,8 @@
 2. Accuracy under autocast: the packaged ``mri-tumour`` model on BraTS pat0004 (``--brats``),
    whole-volume Dice (WT/TC/ET) on the CPU in fp32 and on the GPU in fp32 / bf16 / fp16, and
    the share of voxels whose label equals the CPU fp32 one.
+3. Packing: the same patches answered in one call, in parts of uneven sizes that share
+   batches (as the scheduler packs blocks), and part by part; they must agree bit for bit.
 
     python bench/gpu_predictor.py --brats ../shared/data/brats2015 [--json out.json]
 
@@ -24,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -92,16 +93,30 @@ def bench_throughput(name: str, ckpt: Path, n: int, batch: int) -> dict:
     return row
 
 
-class Autocast(nn.Module):
-    def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
-        super().__init__()
-        self.model, self.dtype = model, dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dtype is None:
-            return self.model(x)
-        with torch.autocast("cuda", dtype=self.dtype):
-            return self.model(x).float()
+def packing_check(ckpt: Path, batch: int) -> dict:
+    """Is a patch's answer independent of the packing of blocks into calls on this GPU? The
+    same 3 * batch + 5 patches as one call, as parts of uneven sizes sharing batches, and one
+    part at a time; max |difference| of the probabilities and pixels whose label differs."""
+    spec = ModelSpec(checkpoint=ckpt)
+    rng = np.random.default_rng(1)
+    _, card = load_model(spec)
+    x = (rng.random((3 * batch + 5, len(card.bands), 256, 256), dtype=np.float32) * 2000).astype(np.float32)
+    cuts = [0, 7, batch + 3, 2 * batch + 1, len(x)]
+    parts = [x[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    out: dict = {}
+    for prec in ("fp32", "bf16"):
+        pred = Predictor(spec, batch_size=batch, device="cuda", precision=prec)
+        whole = pred.predict([x])[0]
+        packed = pred.predict(parts)[0]
+        alone = np.concatenate([pred.predict([p])[0] for p in parts])
+        labels = [pred.predict(v, labels_only=True)[0] for v in ([x], parts)]
+        out[prec] = {
+            "numerics": pred.numerics,
+            "max_diff_packed": float(np.abs(whole - packed).max()),
+            "max_diff_alone": float(np.abs(whole - alone).max()),
+            "labels_differ_packed": int((labels[0] != labels[1]).sum()),
+        }
+    return out
 
 
 def bench_mri(brats: Path) -> dict:
@@ -123,15 +138,15 @@ def bench_mri(brats: Path) -> dict:
     tiling = Tiling(card.patch_px, 32)
     out: dict = {}
     ref = None
-    for label, device, dtype in (
-        ("cpu_fp32", "cpu", None),
-        ("gpu_fp32", "cuda", None),
-        ("gpu_bf16", "cuda", torch.bfloat16),
-        ("gpu_fp16", "cuda", torch.float16),
+    for label, device, precision in (
+        ("cpu_fp32", "cpu", "fp32"),
+        ("gpu_fp32", "cuda", "fp32"),
+        ("gpu_bf16", "cuda", "bf16"),
+        ("gpu_fp16", "cuda", "fp16"),
     ):
-        net = Autocast(model.to(device), dtype if device == "cuda" else None)
+        predictor = Predictor(model, batch_size=32, device=device, precision=precision, card=card)  # type: ignore[arg-type]
         t0 = time.perf_counter()
-        pred = predict_volume(net, image_ras, 0, tiling, card.n_classes, batch_size=32)
+        pred = predict_volume(predictor, image_ras, tiling)
         secs = time.perf_counter() - t0
         regions = brats_regions(pred)
         row = {k: round(dice(v, truth[k]), 4) for k, v in regions.items()}
@@ -169,6 +184,7 @@ def main() -> None:
             torch.manual_seed(0)
             save_checkpoint(ckpt, build_model(card), card)
             row = bench_throughput(name, ckpt, args.patches, args.batch)
+            row["packing"] = packing_check(ckpt, 16)
             result["throughput"].append(row)
             print(
                 json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}),

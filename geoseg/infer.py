@@ -160,6 +160,13 @@ class Predictor:
         self.card: ModelCard = card
         self.batch_size = batch_size
         self.autocast_dtype: torch.dtype | None = None
+        if self.device.type == "cuda" and precision == "fp32":
+            # fp32 means fp32: cuDNN's TF32 convolutions (torch's default) make a patch's answer
+            # depend on its batch neighbours (DeepLabV3: 57 of 3.5 M labels differed, up to 8e-4 in
+            # probability on an H200; bench/gpu_packing.py), which would break partition
+            # invariance. Without TF32, and in bf16/fp16, the answers were bit-identical.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if self.device.type == "cuda" and precision != "fp32":
             if precision == "fp16" or (precision == "auto" and not torch.cuda.is_bf16_supported()):
                 self.autocast_dtype = torch.float16
