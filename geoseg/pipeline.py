@@ -161,6 +161,8 @@ def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
                 log_to_driver=True,
                 configure_logging=True,
             )
+    except RayConnectError:
+        raise
     except (RuntimeError, ConnectionError, ValueError) as e:
         where = f"--address {address}: cannot join the Ray cluster" if address else "cannot start a local Ray"
         raise RayConnectError(f"{where} ({str(e).strip().splitlines()[0]}); check `ray status`") from None

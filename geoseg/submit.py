@@ -95,6 +95,12 @@ def _staged_spec(spec_path: Path) -> dict[str, Any]:
     return data
 
 
+def _cluster_python(address: str) -> str:
+    """The interpreter the job runs with: ``GEOSEG_CLUSTER_PYTHON``, else this one for a cluster
+    on this machine (its nodes need not have the venv on PATH), else ``python`` on the head."""
+    return os.environ.get("GEOSEG_CLUSTER_PYTHON") or (sys.executable if is_local_address(address) else "python")
+
+
 def submit(spec_path: str | os.PathLike[str], address: str | None = None, run_args: Sequence[str] = ()) -> int:
     """``ray job submit`` of ``geoseg run SPEC`` to the cluster at ``address``; returns its exit code.
 
@@ -118,7 +124,8 @@ def submit(spec_path: str | os.PathLike[str], address: str | None = None, run_ar
         (Path(staging) / "job.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         cmd = [
             sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", target,
-            "--working-dir", staging, "--", "python", "-m", "geoseg.cli", "run", "job.yaml", "--no-progress", *run_args,
+            "--working-dir", staging, "--", _cluster_python(target), "-m", "geoseg.cli", "run", "job.yaml", "--no-progress",
+            *run_args,
         ]  # fmt: skip
         print(f"geoseg: submitting {spec} to {target}: output {data['output']}", file=sys.stderr, flush=True)
         return subprocess.run(cmd).returncode
