@@ -94,7 +94,7 @@ def main() -> None:
     print(f"{len(cases)} cases, model {model_cfg}, {cpus} CPUs, torch {torch.__version__}")
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - t0:.1f} s (not counted)")
     scratch = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
     try:

@@ -38,9 +38,9 @@ def _run_parser(sub: Any) -> None:
         help="CPUs each model actor reserves (default 1, less where the machine or cluster has fewer)",
     )  # fmt: skip
     p.add_argument("--retries", type=int, metavar="N", help="attempts after the first for a failed block (default 2)")
-    p.add_argument("--block-size", type=int, dest="block_px", metavar="PX", help="block edge in pixels (default 1792)")
+    p.add_argument("--block-size", type=int, dest="block_px", metavar="PX", help="block edge in pixels (default 4x4 chunks)")
     p.add_argument("--stitch", choices=["crop", "gaussian"], help="how patches are merged (default crop)")
-    p.add_argument("--overlap", type=int, dest="overlap_px", metavar="PX", help="patch overlap in pixels (default 32)")
+    p.add_argument("--overlap", type=int, dest="overlap_px", metavar="PX", help="patch overlap in pixels (default: model card's)")
     p.add_argument("--patch-size", type=int, dest="patch_px", metavar="PX", help="patch edge (default: model card's)")
     p.add_argument("--batch-size", type=int, metavar="N", help="patches per forward pass (default 16)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto)")

@@ -9,7 +9,10 @@ __all__ = [
     "SpecError",
     "ModelError",
     "StoreError",
+    "first_line",
 ]
+
+from os import PathLike
 
 
 class GeosegError(Exception):
@@ -38,3 +41,20 @@ class ModelError(GeosegError, ValueError):
 
 class StoreError(GeosegError, OSError):
     """An output store that cannot be written, or was written by a different job."""
+
+
+def first_line(error: BaseException, path: str | PathLike[str] | None = None) -> str:
+    """The first line of a library's error message, for a one-line geoseg error.
+
+    Libraries (GDAL, nibabel, torch) put the file's path in their messages and run to many
+    lines; geoseg's line names the path itself, so ``path`` (quoted or not) is cut out of the
+    message. An empty message gives the exception's type name.
+    """
+    text = str(error).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    if path is not None:
+        p = str(path)
+        for form in (f"'{p}' ", f'"{p}" ', f"'{p}'", f'"{p}"', f"{p}: ", p):
+            line = line.replace(form, "")
+        line = line.strip(" :")
+    return line or type(error).__name__

@@ -886,7 +886,7 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
     report.scenes = [results[p] for p in plan.order if p in results]
     if groups:
         store = plan.store
-        started = connect(spec, _local_cpus(spec) if not _cluster_address(spec) else None)
+        connect(spec, _local_cpus(spec) if not _cluster_address(spec) else None)
         with _interruptible():
             resources = _resources(spec)
             pool = _actor_pool(spec, resources)  # the actors load the model while the first blocks are read
@@ -902,7 +902,5 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
                 report.run_seconds = time.perf_counter() - t_run
             finally:
                 consolidate_root(store)  # also after an interrupt: the groups finished so far
-        if started:
-            log.debug("Ray started for this job")
     report.seconds = time.perf_counter() - t0
     return report

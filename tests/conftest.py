@@ -12,6 +12,9 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 
+# The tests run on their own private Ray, whatever cluster the shell names.
+os.environ.pop("RAY_ADDRESS", None)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # A CRS with no EPSG code: an oblique Mercator around a made-up centre.
@@ -78,11 +81,15 @@ def water_scene(shape_yx: tuple[int, int], seed: int = 0, nodata: bool = False) 
 
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[None]:
-    """One local Ray for every test that needs it (4 logical CPUs on the 2-core machine)."""
+    """One private local Ray for every test that needs it (4 logical CPUs on the 2-core machine).
+
+    ``address="local"``: a cluster that ``ray start`` left on this machine (its address is in
+    /tmp/ray/ray_current_cluster, which a bare ``ray.init()`` joins) is never used by the tests.
+    """
     import ray
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()

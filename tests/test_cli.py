@@ -63,6 +63,7 @@ def test_each_bad_input_is_one_line_and_the_good_one_finishes(tmp_path: Path, ca
     for path, needle in bad.values():
         (line,) = [ln for ln in lines if str(path.name) in ln]
         assert needle in line, line
+        assert line.count(str(path)) == 1, f"the input's path once, not twice: {line}"
         assert "Traceback" not in err
     assert group_status(out, "good") is not None and group_status(out, "good")[1] == "complete"
     for path, _ in bad.values():

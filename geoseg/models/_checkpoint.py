@@ -108,9 +108,9 @@ def _torch_load(path: Path) -> Any:
                 f"checkpoint {path} holds {holds}, which safe loading (weights_only=True) refuses: "
                 "save model.state_dict() (or use geoseg's save_checkpoint) and load that"
             ) from None
-        raise ModelError(f"checkpoint {path} is not a torch checkpoint ({first_line(e)}); check the path") from None
+        raise ModelError(f"checkpoint {path} is not a torch checkpoint ({first_line(e, path)}); check the path") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, IndexError) as e:
-        raise ModelError(f"checkpoint {path} is not a torch checkpoint ({first_line(e)}); check the path") from None
+        raise ModelError(f"checkpoint {path} is not a torch checkpoint ({first_line(e, path)}); check the path") from None
 
 
 def _state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:

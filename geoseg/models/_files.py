@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Literal
 
-from geoseg.errors import ModelError
+from geoseg.errors import ModelError, first_line
 
 __all__ = ["ArchiveKind", "archive_kind", "file_digest", "first_line", "require_file"]
 
@@ -35,12 +35,6 @@ def require_file(path: Path, field_name: str) -> None:
     if not path.is_file():
         why = "is a folder" if path.is_dir() else "does not exist"
         raise ModelError(f"{field_name} {path} {why}: check the path")
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (torch's run to many lines)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def file_digest(path: Path, field_name: str) -> str:

@@ -63,7 +63,7 @@ def _load_program(path: Path, card: ModelCard) -> nn.Module:
                 warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
                 model = torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, OSError, ValueError, KeyError) as e:
-        raise ModelError(f"model.file {path} does not load ({first_line(e)}); re-export it") from None
+        raise ModelError(f"model.file {path} does not load ({first_line(e, path)}); re-export it") from None
     _check_output(model, card, path)
     return model
 
@@ -76,7 +76,7 @@ def _check_output(model: nn.Module, card: ModelCard, path: Path) -> None:
             out = model(torch.zeros(shape))
     except Exception as e:  # the user's code: whatever it raises is theirs to fix
         raise ModelError(
-            f"model.file {path} fails on a {shape} float32 input ({type(e).__name__}: {first_line(e)}); "
+            f"model.file {path} fails on a {shape} float32 input ({type(e).__name__}: {first_line(e, path)}); "
             "make it accept the card's bands and patch_px with any batch size"
         ) from None
     if card.task == "instance":

@@ -14,7 +14,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window as RioWindow
 
 from geoseg.core.grid import Window
-from geoseg.errors import InputError, SourceError
+from geoseg.errors import InputError, SourceError, first_line
 from geoseg.sources._identity import content_identity, relative_hint
 
 __all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
@@ -88,7 +88,7 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
                     rpcs=src.rpcs.to_dict() if src.rpcs else None,
                 )
     except RasterioError as e:
-        raise SourceError(f"{p}: not a readable raster ({str(e).splitlines()[0]}); give a GeoTIFF/COG") from None
+        raise SourceError(f"{p}: not a readable raster ({first_line(e, p)}); give a GeoTIFF/COG") from None
     except OSError as e:
         raise SourceError(f"{p}: cannot read it ({e.strerror or e}); check permissions") from None
     if info.count == 0 or min(info.shape_yx) == 0:
@@ -118,7 +118,7 @@ def read_window(info: RasterInfo, window: Window, bands: tuple[int, ...]) -> tup
                 pixels = src.read(indexes, window=rio_window)
                 masks = src.read_masks(indexes, window=rio_window)
     except RasterioError as e:
-        raise SourceError(f"{info.path}: read of window {window} failed ({str(e).splitlines()[0]})") from None
+        raise SourceError(f"{info.path}: read of window {window} failed ({first_line(e, info.path)})") from None
     valid = np.all(masks > 0, axis=0)
     if np.issubdtype(pixels.dtype, np.floating):
         valid &= np.all(np.isfinite(pixels), axis=0)

@@ -25,7 +25,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from geoseg.core.volume import Orientation, check_affine, orientation_of, voxel_volume_mm3
-from geoseg.errors import InputError, SourceError, SpecError
+from geoseg.errors import InputError, SourceError, SpecError, first_line
 from geoseg.sources._identity import content_identity, relative_hint
 
 __all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case"]
@@ -157,16 +157,11 @@ def _open_image(path: Path) -> Any:
         img = nib.load(str(path))
     except _READ_ERRORS as e:
         raise SourceError(
-            f"{path}: not a readable NIfTI ({_first_line(e)}); re-export it as .nii or .nii.gz"
+            f"{path}: not a readable NIfTI ({first_line(e, path)}); re-export it as .nii or .nii.gz"
         ) from None
     if not isinstance(img, nib.Nifti1Image):
         raise SourceError(f"{path}: opened as {type(img).__name__}, not NIfTI; convert it to .nii.gz")
     return img
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _spatial_dims(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -220,7 +215,7 @@ def _check_complete(path: Path, img: Any) -> None:
                     size += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
         raise SourceError(
-            f"{path}: compressed data is truncated or corrupt ({_first_line(e)}); re-copy or re-export it"
+            f"{path}: compressed data is truncated or corrupt ({first_line(e, path)}); re-copy or re-export it"
         ) from None
     if size < expected:
         raise SourceError(
@@ -345,7 +340,7 @@ def _read_voxels(path: str, shape: tuple[int, ...]) -> np.ndarray:
         data = img.get_fdata(dtype=np.float32, caching="unchanged")
     except _READ_ERRORS as e:
         raise SourceError(
-            f"{path}: voxel data is truncated or corrupt ({_first_line(e)}); re-copy or re-export it"
+            f"{path}: voxel data is truncated or corrupt ({first_line(e, path)}); re-copy or re-export it"
         ) from None
     if data.size != int(np.prod(shape)):
         raise SourceError(

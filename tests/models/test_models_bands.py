@@ -72,3 +72,10 @@ def test_no_descriptions_needs_explicit_bands() -> None:
 def test_band_errors(bands: tuple[str, ...], descriptions: tuple[str, ...], count: int, match: str) -> None:
     with pytest.raises(InputError, match=match):
         resolve_bands(bands, descriptions, count, "x.tif")
+
+
+def test_a_role_and_its_aliases_are_listed_once() -> None:
+    with pytest.raises(InputError) as info:
+        resolve_bands(("green", "nir"), ("red", "blue", "swir"), 3, "x.tif")
+    message = str(info.value)
+    assert "(tried 'green', 'B03', 'B3')" in message, message  # 'green' was listed twice before
