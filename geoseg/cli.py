@@ -45,6 +45,14 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="patches per forward pass (default 16)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], help="GPU autocast (default auto)")
+    p.add_argument(
+        "--instances", choices=["none", "components"],
+        help="components: an instance_id array and an objects table, one id per connected object (default none)",
+    )  # fmt: skip
+    p.add_argument(
+        "--instance-classes", metavar="NAMES",
+        help="comma-separated classes whose objects get ids (default: every class but the first)",
+    )  # fmt: skip
     p.add_argument("--probs", action="store_true", default=None, dest="write_probs", help="also write class probabilities")
     p.add_argument(
         "--overwrite", action="store_true", default=None,
@@ -70,13 +78,15 @@ def _run_data(args: argparse.Namespace) -> tuple[dict[str, Any], str, Path | Non
     flat = {
         k: getattr(args, k)
         for k in ("output", "workers", "cpus_per_worker", "block_px", "stitch", "batch_size", "device", "precision",
-                  "write_probs", "overwrite", "on_error", "ray_address", "progress", "retries")
+                  "write_probs", "overwrite", "on_error", "ray_address", "progress", "retries", "instances")
         if getattr(args, k) is not None
     }  # fmt: skip
     if args.inputs:
         flat["inputs"] = [os.path.abspath(p) for p in args.inputs]
     if "output" in flat:
         flat["output"] = os.path.abspath(flat["output"])
+    if args.instance_classes is not None:
+        flat["instance_classes"] = [c.strip() for c in args.instance_classes.split(",") if c.strip()]
     tiling = {k: getattr(args, k) for k in ("patch_px", "overlap_px") if getattr(args, k) is not None}
     model: dict[str, Any] = {}
     for key, attr in (("name", "model"), ("checkpoint", "checkpoint"), ("card", "card"), ("file", "model_file")):
@@ -137,9 +147,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from geoseg.sinks import export_cog, export_nifti, export_table  # noqa: PLC0415
+    from geoseg.sinks import export_cog, export_nifti, export_objects, export_table  # noqa: PLC0415
 
-    if args.format == "cog":
+    if args.format in ("geoparquet", "geojson", "csv"):
+        out = export_objects(args.store, args.name, args.out, args.format)
+    elif args.format == "cog":
         out = export_cog(args.store, args.name, args.out, array=args.array or "mask")
     elif args.format == "nifti":
         out = export_nifti(args.store, args.name, args.out, array=args.array or "mask")
@@ -272,11 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store", type=Path, help="Zarr store written by geoseg run")
     e.add_argument("--name", required=True, help="scene group name (the input's file stem)")
     e.add_argument(
-        "--format", default="cog", choices=["cog", "nifti", "table"],
+        "--format", default="cog", choices=["cog", "nifti", "table", "geoparquet", "geojson", "csv"],
         help="cog: a raster scene as Cloud-Optimised GeoTIFF; nifti: an MRI case on its input grid; "
-        "table: the lesion table as .csv or .parquet (by --out's suffix)",
+        "table: a table (lesions, objects) as .csv or .parquet (by --out's suffix); geoparquet, geojson, csv: "
+        "a scene's objects (--instances components) with their polygons (csv: without)",
     )  # fmt: skip
-    e.add_argument("--array", help="which array: mask (default), probs, lesion_id; or table name for --format table")
+    e.add_argument("--array", help="which array: mask (default), probs, lesion_id, instance_id; or table name for --format table")
     e.add_argument("--out", required=True, type=Path, help="output file")
     m = sub.add_parser("models", help="list models, or show one model card", description="List registered models.")
     m.add_argument("name", nargs="?", help="show this model's card")

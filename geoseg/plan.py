@@ -205,7 +205,31 @@ def fingerprint(identity: str, bands: Any, card: ModelCard, weights: str, tiling
         "probs": spec.write_probs,
         "geoseg": __version__.rsplit(".", 1)[0],
     }
+    if spec.instances != "none":  # only then: groups written without instances keep their fingerprint
+        key["instances"] = [spec.instances, list(instance_classes(card, spec))]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def instance_classes(card: ModelCard, spec: JobSpec) -> tuple[int, ...]:
+    """The class indices whose connected components are objects: ``spec.instance_classes`` by
+    name, else every class but the first (the background).
+
+    Raises:
+        SpecError: a name that is not one of the card's classes.
+    """
+    if spec.instance_classes is None:
+        return tuple(range(1, card.n_classes))
+    out = []
+    for name in spec.instance_classes:
+        if name not in card.classes:
+            raise SpecError(
+                f"instance_classes: {name!r} is not a class of model {card.name!r} (classes: {', '.join(card.classes)}); "
+                "use --instance-classes with those names"
+            )
+        out.append(card.classes.index(name))
+    if not out:
+        raise SpecError("instance_classes: empty; name at least one class, or leave it out for every class but the first")
+    return tuple(sorted(set(out)))
 
 
 def _store_state(store: Store, name: str, fp: str, overwrite: bool) -> tuple[bool, bool, frozenset[str]]:
@@ -262,9 +286,18 @@ def _plan_raster(
         )
         for b in blks
     )
+    later: tuple[tuple[TaskJob, ...], ...] = ()
+    if spec.instances == "components":
+        from geoseg._instances import instance_phases  # noqa: PLC0415
+
+        phases = instance_phases(
+            name, [(b.name, b.extent) for b in blks], instance_classes(card, spec), info.shape_yx[1], info.crs_wkt,
+            info.transform,
+        )  # fmt: skip
+        later = tuple(tuple(TaskJob(k, t) for k, t in phase) for phase in phases)
     layout = SceneLayout(
         name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs,
-        info.gcps, info.gcps_crs_wkt, info.rpcs,
+        info.gcps, info.gcps_crs_wkt, info.rpcs, instances=spec.instances != "none",
     )  # fmt: skip
     meta = {
         "source": info.path,
@@ -275,7 +308,9 @@ def _plan_raster(
         "bands": list(bands),
         "version": __version__,
     }
-    return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete)
+    if later:
+        meta["instances"] = {"method": spec.instances, "classes": [card.classes[c] for c in instance_classes(card, spec)]}
+    return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete, later)
 
 
 CASE_BLOCK = "case"
@@ -354,6 +389,13 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
     tiles, block_note = JobTiling.of(spec, card)
     output: PatchOutput = "labels" if spec.stitch == "crop" and not spec.write_probs else "scores"
     volumes = card.normalisation.kind == "zscore_foreground"  # a volume model: inputs are MRI cases
+    if volumes and spec.instances != "none":
+        raise SpecError(
+            f"instances: {spec.instances!r} is for scenes; an MRI case's lesions are its objects already "
+            "(lesion_id and the lesions table): leave instances out"
+        )
+    if spec.instances != "none":
+        instance_classes(card, spec)  # a bad class name is the job's error, not each input's
     planner = _plan_case if volumes else _plan_raster
     notes: list[str] = [block_note] if block_note and not volumes else []
     groups: list[GroupPlan] = []

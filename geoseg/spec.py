@@ -60,6 +60,12 @@ class JobSpec(_Frozen):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     batch_size: int = Field(default=16, ge=1)
     write_probs: bool = False
+    instances: Literal["none", "components"] = Field(
+        default="none", description="components: one id per connected object of instance_classes (scenes)"
+    )
+    instance_classes: tuple[str, ...] | None = Field(
+        default=None, description="classes whose connected components are objects; default every class but the first"
+    )
     on_error: Literal["skip", "fail"] = "skip"
     overwrite: bool = False
     max_blocks_in_flight: int | None = Field(default=None, ge=1)

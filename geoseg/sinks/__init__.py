@@ -1,9 +1,11 @@
 """Outputs: the store every run writes (Zarr groups, markers and tables as keys), and exports."""
 
 from geoseg.sinks._cog import export_cog
+from geoseg.sinks._layout import part_key
 from geoseg.sinks._nifti import export_nifti
 from geoseg.sinks._store import Store, StoreLike, as_store
 from geoseg.sinks._table import export_table
+from geoseg.sinks._vectors import VectorFormat, export_objects, object_frame
 from geoseg.sinks._zarr import (
     SceneLayout,
     VolumeLayout,
@@ -54,4 +56,8 @@ __all__ = [
     "open_group",
     "write_table",
     "read_table",
+    "part_key",
+    "export_objects",
+    "object_frame",
+    "VectorFormat",
 ]

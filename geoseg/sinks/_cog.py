@@ -19,12 +19,15 @@ from geoseg.errors import StoreError
 
 from ._export import finished_group, output_file
 from ._store import StoreLike
-from ._zarr import MASK_FILL
+from ._zarr import INSTANCE_FILL, MASK_FILL
 from ._zarr import array as zarr_array
 
 __all__ = ["export_cog", "overview_resampling"]
 
 _LABEL_ARRAYS = frozenset({"mask", "lesion_id", "instance_id"})
+
+
+_NODATA: dict[str, float] = {"mask": MASK_FILL, "instance_id": INSTANCE_FILL, "lesion_id": 0}
 
 
 def overview_resampling(array: str) -> str:
@@ -58,7 +61,6 @@ def export_cog(store: StoreLike, name: str, out: str | os.PathLike[str], array: 
     bands = 1 if arr.ndim == 2 else int(arr.shape[0])
     h, w = (int(v) for v in arr.shape[-2:])
     step = int(arr.chunks[-2])
-    labels = array in _LABEL_ARRAYS
     profile = {
         "driver": "GTiff",
         "width": w,
@@ -66,7 +68,7 @@ def export_cog(store: StoreLike, name: str, out: str | os.PathLike[str], array: 
         "count": bands,
         "dtype": str(arr.dtype),
         **_georeferencing(attrs),
-        "nodata": MASK_FILL if array == "mask" else (0 if labels else float("nan")),
+        "nodata": _NODATA.get(array, float("nan")),
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,

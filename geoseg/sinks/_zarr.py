@@ -3,6 +3,8 @@
 Layout of one scene group ``<store>/<name>``::
 
     mask         (y, x) uint8, class index, 255 where the input has no data
+    instance_id  (y, x) uint32, object id, 0 background, 0xFFFFFFFF no data (``--instances``)
+    objects/     the objects table (``--instances``): one row per id
     probs        (class, y, x) float32 class probabilities (optional)
     x, y         pixel-centre coordinates (CF), float64
     spatial_ref  scalar CF grid mapping (crs_wkt, spatial_ref, GeoTransform)
@@ -71,13 +73,15 @@ _SPATIAL_CONVENTION = {
     "description": "Spatial coordinate information",
 }
 MASK_FILL = 255
+INSTANCE_FILL = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
 class SceneLayout:
     """Shape, chunking, georeferencing and output arrays of one raster group (plain values).
 
-    ``write_probs`` adds the ``probs`` array beside ``mask``.
+    ``write_probs`` adds the ``probs`` array beside ``mask``; ``instances`` adds
+    ``instance_id`` ((y, x) uint32, 0 background, 0xFFFFFFFF where the input has no data).
     """
 
     name: str
@@ -90,6 +94,7 @@ class SceneLayout:
     gcps: tuple[Mapping[str, Any], ...] = ()
     gcps_crs_wkt: str = ""
     rpcs: Mapping[str, Any] | None = None
+    instances: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -124,6 +129,20 @@ class SceneLayout:
                 dimension_names=("class", "y", "x"),
             )
             probs.attrs.update({"grid_mapping": "spatial_ref", "coordinates": "spatial_ref", **geo})
+        if self.instances:
+            ids = g.create_array(
+                "instance_id", shape=(h, w), chunks=chunk, dtype="uint32", fill_value=INSTANCE_FILL,
+                dimension_names=("y", "x"),
+            )  # fmt: skip
+            ids.attrs.update(
+                {
+                    "grid_mapping": "spatial_ref",
+                    "coordinates": "spatial_ref",
+                    "nodata_value": INSTANCE_FILL,
+                    "long_name": "instance id (0: background; objects in the objects table)",
+                    **geo,
+                }
+            )
         a, b, c, d, e, f = self.transform
         if b == 0 and d == 0:
             x = g.create_array("x", shape=(w,), chunks=(w,), dtype="float64", dimension_names=("x",))
