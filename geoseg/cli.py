@@ -67,6 +67,17 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="no progress bar")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into its one-line error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_positive_int.__name__ = "positive int"  # argparse names the type in "invalid positive int value: '0'"
+
+
 def _run_data(args: argparse.Namespace) -> tuple[dict[str, Any], str, Path | None]:
     """The job spec as a mapping: the YAML file's fields, then the flags over them.
 
@@ -231,7 +242,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_quicklook(args: argparse.Namespace) -> int:
     from geoseg.quicklook import quicklook  # noqa: PLC0415
 
-    print(f"wrote {quicklook(args.store, args.name, args.out, max_px=args.max_px)}")
+    print(f"wrote {quicklook(args.store, args.name, args.out, max_px=args.max_px, layer=args.array)}")
     return 0
 
 
@@ -317,7 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("store", type=Path, help="Zarr store written by geoseg run")
     q.add_argument("--name", required=True, help="group name (the input's file stem or case folder)")
     q.add_argument("--out", required=True, type=Path, help="the picture, a .png file")
-    q.add_argument("--max-px", type=int, default=1024, metavar="PX", help="a scene's longer side in the picture (default 1024)")
+    q.add_argument(
+        "--max-px", type=_positive_int, default=1024, metavar="PX", help="a scene's longer side in the picture (default 1024)"
+    )
+    q.add_argument(
+        "--array", default="mask", choices=["mask", "instance_id"],
+        help="a scene's mask in class colours (default), or instance_id, a colour per object",
+    )  # fmt: skip
     j = sub.add_parser(
         "submit", help="submit a job spec to a Ray cluster (ray job submit)",
         description="Submit `geoseg run SPEC` to a Ray cluster with Ray Jobs. Only the spec travels, its "

@@ -385,7 +385,7 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
         GeosegError: the first bad input, with ``on_error: fail``.
     """
     store = Store(spec.output)
-    store.exists()
+    store.check_writable()
     tiles, block_note = JobTiling.of(spec, card)
     output: PatchOutput = "labels" if spec.stitch == "crop" and not spec.write_probs else "scores"
     volumes = card.normalisation.kind == "zscore_foreground"  # a volume model: inputs are MRI cases

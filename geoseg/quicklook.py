@@ -21,6 +21,7 @@ import numpy as np
 from geoseg.errors import SourceError, StoreError
 from geoseg.sinks import StoreLike, array, attrs, open_group
 from geoseg.sinks._export import finished_group, output_file
+from geoseg.sinks._zarr import INSTANCE_FILL
 
 __all__ = ["quicklook", "class_colours", "NODATA_COLOUR"]
 
@@ -97,7 +98,16 @@ def _nearest(n_src: int, n_dst: int) -> np.ndarray:
     return np.minimum(((np.arange(n_dst) + 0.5) * n_src / n_dst).astype(np.int64), n_src - 1)
 
 
-def _scene(g: Any, a: dict[str, Any], meta: dict[str, Any], out: str | os.PathLike[str], max_px: int) -> Path:
+def _instance_labels(ids: np.ndarray) -> np.ndarray:
+    """Instance ids as palette indices 1..9 (0 background, 255 nodata), scattered so that
+    neighbouring ids (numbered in raster order) mostly differ in colour."""
+    out = np.where(ids > 0, (ids.astype(np.int64) * 7919) % len(_PALETTE) + 1, 0)
+    return np.where(ids == INSTANCE_FILL, 255, out)
+
+
+def _scene(
+    g: Any, a: dict[str, Any], meta: dict[str, Any], out: str | os.PathLike[str], max_px: int, layer: str = "mask"
+) -> Path:
     import rasterio  # noqa: PLC0415
     from rasterio.enums import Resampling  # noqa: PLC0415
 
@@ -109,6 +119,8 @@ def _scene(g: Any, a: dict[str, Any], meta: dict[str, Any], out: str | os.PathLi
     oh, ow = max(1, round(h / scale)), max(1, round(w / scale))
     rows, cols = _nearest(h, oh), _nearest(w, ow)
     labels = np.asarray(mask.get_orthogonal_selection((rows, cols)))
+    if layer == "instance_id":
+        labels = _instance_labels(np.asarray(array(g, "instance_id").get_orthogonal_selection((rows, cols))))
     source = Path(str(meta.get("source", "")))
     classes = list((meta.get("model") or {}).get("classes") or [])
     try:
@@ -126,9 +138,14 @@ def _scene(g: Any, a: dict[str, Any], meta: dict[str, Any], out: str | os.PathLi
     base = np.stack([_stretch(p, valid) for p in pixels], axis=-1)
     if base.shape[-1] == 1:
         base = np.repeat(base, 3, axis=-1)
-    colours = class_colours(max(len(classes), int(labels[labels != 255].max(initial=0)) + 1))
+    if layer == "instance_id":
+        colours = class_colours(len(_PALETTE) + 1)
+        n = int(array(g, "objects/instance_id").shape[0]) if "objects" in g else 0
+        entries = [(f"{n} objects (colours repeat)", tuple(int(v) for v in colours[1]))]
+    else:
+        colours = class_colours(max(len(classes), int(labels[labels != 255].max(initial=0)) + 1))
+        entries = [(c, tuple(int(v) for v in colours[k])) for k, c in enumerate(classes) if k > 0]
     picture = _overlay(base, labels, colours, nodata=255)
-    entries = [(c, tuple(int(v) for v in colours[k])) for k, c in enumerate(classes) if k > 0]
     entries.append(("nodata", NODATA_COLOUR))
     title = f"{g.basename}: {what} of {source.name}, 1/{scale:.0f} resolution"
     legend = _legend(ow, entries, title)  # type: ignore[arg-type]
@@ -193,12 +210,16 @@ def _case(g: Any, a: dict[str, Any], meta: dict[str, Any], out: str | os.PathLik
     return _save(canvas, out)
 
 
-def quicklook(store: StoreLike, name: str, out: str | os.PathLike[str], max_px: int = 1024, zoom: int = 2) -> Path:
+def quicklook(
+    store: StoreLike, name: str, out: str | os.PathLike[str], max_px: int = 1024, zoom: int = 2, layer: str = "mask"
+) -> Path:
     """Write a PNG quicklook of group ``name`` of ``store`` (a scene or an MRI case) to ``out``.
 
     Args:
         max_px: a scene's longer side in the picture (it is read decimated to that size).
         zoom: pixels per voxel of an MRI case's slices.
+        layer: a scene's ``mask`` (class colours) or ``instance_id`` (a colour per object,
+            from a palette of 9 that repeats).
 
     Raises:
         StoreError: no such complete group, or the picture cannot be written.
@@ -207,4 +228,7 @@ def quicklook(store: StoreLike, name: str, out: str | os.PathLike[str], max_px: 
     g = open_group(store, name)
     if "affine" in attrs(g):
         return _case(*finished_group(store, name, "volume"), out, zoom)
-    return _scene(*finished_group(store, name, "raster"), out, max_px)
+    g, a, meta = finished_group(store, name, "raster")
+    if layer not in ("mask", "instance_id"):
+        raise StoreError(f"--array {layer!r}: a quicklook shows mask or instance_id; give one of those")
+    return _scene(g, a, meta, out, max_px, layer)

@@ -152,7 +152,8 @@ def explain_validation(err: ValidationError, source: str, root: type[BaseModel],
         msg = "is required"
     elif "input" in first and first["type"] != "value_error":
         msg = f"{first['input']!r}: {msg}"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    others = [".".join(str(x) for x in e["loc"]) or "(top level)" for e in err.errors()[1:]]
+    more = f" (also wrong: {', '.join(others)})" if others else ""
     if msg.startswith((f"{where}.", f"{where}:")):
         return SpecError(f"{source}: {msg}{more}; {hint}")  # a section that names its own field
     return SpecError(f"{source}: {where}: {msg}{more}; {hint}")
@@ -186,7 +187,10 @@ def read_yaml(path: Path, what: str) -> Any:
     except IsADirectoryError:
         raise SpecError(f"{path}: is a folder; give a YAML {what} file") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}: not valid YAML ({at}{problem}); fix the syntax") from None
 
 
 def load_spec(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> JobSpec:

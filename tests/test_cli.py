@@ -181,6 +181,9 @@ print("RESULT", code, ray.is_initialized(), "torch" in sys.modules, round(time.p
         ("missing input", 1, "no such file"),
         ("bad flag value", 2, "invalid choice: 'blend'"),
         ("unknown model", 2, "wetness"),
+        ("param of the wrong kind", 2, "model.params.threshold (--param threshold=...): 'abc' is not a number"),
+        ("output not creatable", 2, "cannot create the store (Not a directory); choose a writable --output"),
+        ("overlap too large", 2, "tiling.overlap_px (--overlap) 200 px does not fit a 256 px patch"),
     ],
 )
 def test_bad_spec_or_input_fails_before_ray_and_torch(tmp_path: Path, case: str, want_code: int, needle: str) -> None:
@@ -192,7 +195,12 @@ def test_bad_spec_or_input_fails_before_ray_and_torch(tmp_path: Path, case: str,
         "missing input": ["-i", str(tmp_path / "nowhere.tif"), "-m", "ndwi", "-o", str(tmp_path / "o.zarr")],
         "bad flag value": ["-i", "a.tif", "-m", "ndwi", "-o", "o.zarr", "--stitch", "blend"],
         "unknown model": ["-i", "a.tif", "-m", "wetness", "-o", "o.zarr"],
+        "param of the wrong kind": [str(spec.with_name("good.yaml")), "--param", "threshold=abc"],
+        "output not creatable": [str(spec.with_name("good.yaml")), "-o", str(spec / "o.zarr")],
+        "overlap too large": [str(spec.with_name("good.yaml")), "--overlap", "200"],
     }[case]
+    good = write_raster(tmp_path / "s.tif", water_scene((40, 40)), descriptions=["B02", "B03", "B04", "B08"])
+    spec.with_name("good.yaml").write_text(f"inputs: [{good}]\noutput: {tmp_path / 'o.zarr'}\nmodel: {{name: ndwi}}\n")
     proc = subprocess.run([sys.executable, "-c", FAST, "run", *args], capture_output=True, text=True)
     if case == "bad flag value":  # argparse exits before main returns
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
@@ -343,3 +351,13 @@ def test_submit_uploads_only_the_spec_and_refuses_relative_paths_for_a_remote_cl
     assert staged["inputs"] == [str(src)] and staged["output"] == str(tmp_path / "out.zarr")
     with pytest.raises(SpecError, match="not a Ray Jobs address"):
         submit(spec, "127.0.0.1:6379")
+
+
+def test_a_group_interrupted_before_its_metadata_is_made_anew(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C between creating a group and writing its fingerprint left a bare group that the
+    same command then refused as "written by a different job (fingerprint  != ...)"."""
+    src = write_raster(tmp_path / "s.tif", water_scene((60, 70)), descriptions=["B02", "B03", "B04", "B08"])
+    zarr.open_group(str(tmp_path / "o.zarr"), mode="a").create_group("s")  # what the interrupt left
+    code, err = _run_cli(["run", "-i", str(src), "-m", "ndwi", "-o", str(tmp_path / "o.zarr"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert zarr.open_group(str(tmp_path / "o.zarr"), path="s", mode="r").attrs["geoseg"]["status"] == "complete"

@@ -43,10 +43,10 @@ class Tiling:
 
     def __post_init__(self) -> None:
         if self.patch_px < 8:
-            raise SpecError(f"patch size {self.patch_px} px is too small: use at least 8 (256 is usual)")
+            raise SpecError(f"tiling.patch_px (--patch-size) {self.patch_px} px is too small: use at least 8 (256 is usual)")
         if not 0 <= self.overlap_px <= self.patch_px // 2:
             raise SpecError(
-                f"overlap {self.overlap_px} px does not fit a {self.patch_px} px patch: "
+                f"tiling.overlap_px (--overlap) {self.overlap_px} px does not fit a {self.patch_px} px patch: "
                 f"use 0 to {self.patch_px // 2} px"
             )
 

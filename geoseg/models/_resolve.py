@@ -126,17 +126,35 @@ def _card_beside(path: Path, field_name: str, what: str) -> ModelCard:
     return card
 
 
-def _same_kind(default: Any, value: Any) -> Any:
-    """``value`` as the type of the card's ``default`` where YAML spelt it otherwise: a float
-    param given as ``0`` is ``0.0``, so both spellings make one fingerprint."""
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+def _same_kind(card: ModelCard, key: str, value: Any) -> Any:
+    """``value`` as the type of the card's default for ``key`` where YAML spelt it otherwise: a
+    float param given as ``0`` is ``0.0``, so both spellings make one fingerprint. A value of
+    another kind than a numeric default (``threshold=abc``) is refused here, when the job is
+    planned, not when the model is built on an actor.
+
+    Raises:
+        ModelError: naming ``model.params.<key>`` (``--param <key>=...``) and the kind wanted.
+    """
+    default = card.params.get(key)
+    numeric = isinstance(default, int | float) and not isinstance(default, bool)
+    if not numeric:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        want = "a whole number" if isinstance(default, int) else "a number"
+        raise ModelError(
+            f"model.params.{key} (--param {key}=...): {value!r} is not {want}; model {card.name!r} takes e.g. "
+            f"{key}={default!r}"
+        )
+    if isinstance(default, float):
         return float(value)
-    return value
+    if value != int(value):
+        raise ModelError(f"model.params.{key} (--param {key}=...): {value!r} is not a whole number; e.g. {key}={default!r}")
+    return int(value)
 
 
 def with_params(card: ModelCard, params: Mapping[str, Any]) -> ModelCard:
     """``card`` with ``params`` applied: ``bands`` replaces bands, other keys the card's params."""
-    others = {k: _same_kind(card.params.get(k), v) for k, v in params.items() if k != "bands"}
+    others = {k: _same_kind(card, k, v) for k, v in params.items() if k != "bands"}
     unknown = sorted(set(others) - set(card.params) - OUTPUT_PARAMS)
     if unknown:
         raise ModelError(

@@ -58,17 +58,33 @@ class Store:
     def exists(self) -> bool:
         """Whether anything is stored yet (a store that is a file raises)."""
         if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"{self.url}: exists and is not a Zarr store folder; choose another --output")
+            raise StoreError(f"{self.url}: is a file, not a Zarr store folder; give a store folder")
         return self.path.is_dir()
 
     def check_writable(self) -> None:
-        """Raise one line where the store cannot be created or written."""
-        self.exists()
+        """Raise one line where the store cannot be created or written: tries it (creating the
+        folder, and removing it again when this call made it), since permission bits do not tell
+        for root or for file systems such as /proc."""
+        if self.exists():
+            if not os.access(self.path, os.W_OK | os.X_OK):
+                raise StoreError(f"{self.url}: the store is not writable; check permissions or choose another --output")
+            return
+        made: list[Path] = []
         probe = self.path
         while not probe.exists():
+            made.append(probe)
             probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise StoreError(f"{self.url}: cannot create the store, {probe} is not a writable folder; choose another --output")
+        try:
+            self.path.mkdir(parents=True)
+        except OSError as e:
+            raise StoreError(
+                f"{self.url}: cannot create the store ({e.strerror or e}); choose a writable --output"
+            ) from None
+        for p in made:  # leave nothing behind: the store is created when a group is
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
     def get(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None where there are none."""

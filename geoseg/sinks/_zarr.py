@@ -234,7 +234,9 @@ def array(g: zarr.Group, key: str) -> zarr.Array:
     """The array ``key`` of group ``g``; raises StoreError where it is missing or a group."""
     node = g.get(key)
     if not isinstance(node, zarr.Array):
-        raise StoreError(f"{g.store_path}: has no array {key!r} (arrays there: {sorted(g.array_keys())})")
+        where = str(g.store_path).removeprefix("file://")
+        there = ", ".join(sorted(g.array_keys())) or "none"
+        raise StoreError(f"{where}: has no array {key!r} (arrays there: {there}); give one of those")
     return node
 
 
@@ -244,7 +246,9 @@ def group_status(store: StoreLike, name: str) -> tuple[str, str] | None:
     if not st.exists() or not st.has(f"{name}/zarr.json"):
         return None
     meta = group_meta(st, name)
-    return str(meta.get("fingerprint", "")), str(meta.get("status", ""))
+    if not meta.get("fingerprint"):
+        return None  # created but interrupted before its metadata: never started, made anew
+    return str(meta["fingerprint"]), str(meta.get("status", ""))
 
 
 def group_meta(store: StoreLike, name: str) -> dict[str, Any]:
@@ -304,7 +308,8 @@ def prepare_group(
     top = _claim(store, layout.name, fingerprint, overwrite)
     if top is None:
         return True
-    g = top.create_group(layout.name, overwrite=True)
+    # The fingerprint goes in with the group itself: no group without one is ever left behind.
+    g = top.create_group(layout.name, overwrite=True, attributes={"geoseg": {"fingerprint": fingerprint, "status": "running"}})
     attrs = layout.create(g)
     g.attrs.update({**attrs, "geoseg": {"fingerprint": fingerprint, "status": "running", **meta}})
     return False
