@@ -92,7 +92,7 @@ def test_ndwi_params_override_threshold_and_bands() -> None:
     ("params", "match"),
     [
         ({"treshold": 0.1}, r"no params \['treshold'\].*threshold"),
-        ({"threshold": "high"}, r"threshold='high' is not a float"),
+        ({"threshold": "high"}, r"model.params.threshold \(--param threshold=...\): 'high' is not a number"),
         ({"bands": ["3"]}, r"give 2 bands"),
         ({"bands": {"swir": "5"}}, r"names \['swir'\]"),
         ({"gain": 0}, r"gain 0.0 must be > 0"),
