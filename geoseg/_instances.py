@@ -25,10 +25,9 @@ from geoseg.core.grid import Window
 from geoseg.core.instances import NODATA_ID, BlockComponents, block_components, join_blocks, label_mask
 from geoseg.errors import StoreError
 from geoseg.sinks import Store, array, open_group, part_key, write_block, write_table
+from geoseg.sinks._zarr import MASK_FILL
 
 __all__ = ["LabelBlock", "JoinObjects", "RelabelBlock", "pixel_area", "instance_phases", "OBJECT_COLUMNS"]
-
-MASK_NODATA = 255
 
 OBJECT_COLUMNS = (
     "instance_id", "class_id", "pixels", "area_m2", "centroid_x", "centroid_y", "xmin", "ymin", "xmax", "ymax",
@@ -134,10 +133,10 @@ class JoinObjects:
             "area_m2": obj.area.astype(np.float64),
             "centroid_x": c + a * cx + b * cy,
             "centroid_y": f + d * cx + e * cy,
-            "xmin": xs.min(axis=0) if len(obj.pixels) else np.zeros(0),
-            "ymin": ys.min(axis=0) if len(obj.pixels) else np.zeros(0),
-            "xmax": xs.max(axis=0) if len(obj.pixels) else np.zeros(0),
-            "ymax": ys.max(axis=0) if len(obj.pixels) else np.zeros(0),
+            "xmin": xs.min(axis=0),  # over the 4 corners: (4, N) -> (N,), N = 0 included
+            "ymin": ys.min(axis=0),
+            "xmax": xs.max(axis=0),
+            "ymax": ys.max(axis=0),
             "row_min": r0,
             "col_min": c0,
             "row_max": r1,
@@ -162,7 +161,7 @@ class RelabelBlock:
         labels, _ = label_mask(mask, self.classes)
         lut = _load(store, part_key(self.group, f"{self.join_key}.npz"))[self.block]
         ids = lut[labels]
-        ids[mask == MASK_NODATA] = NODATA_ID
+        ids[mask == MASK_FILL] = NODATA_ID
         write_block(store, self.group, self.extent, {"instance_id": ids})
         return {}
 

@@ -287,13 +287,13 @@ def _plan_raster(
         for b in blks
     )
     later: tuple[tuple[TaskJob, ...], ...] = ()
-    if spec.instances == "components":
+    objects = instance_classes(card, spec) if spec.instances == "components" else ()
+    if objects:
         from geoseg._instances import instance_phases  # noqa: PLC0415
 
         phases = instance_phases(
-            name, [(b.name, b.extent) for b in blks], instance_classes(card, spec), info.shape_yx[1], info.crs_wkt,
-            info.transform,
-        )  # fmt: skip
+            name, [(b.name, b.extent) for b in blks], objects, info.shape_yx[1], info.crs_wkt, info.transform
+        )
         later = tuple(tuple(TaskJob(k, t) for k, t in phase) for phase in phases)
     layout = SceneLayout(
         name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs,
@@ -309,7 +309,7 @@ def _plan_raster(
         "version": __version__,
     }
     if later:
-        meta["instances"] = {"method": spec.instances, "classes": [card.classes[c] for c in instance_classes(card, spec)]}
+        meta["instances"] = {"method": spec.instances, "classes": [card.classes[c] for c in objects]}
     return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete, later)
 
 

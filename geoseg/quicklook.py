@@ -118,9 +118,10 @@ def _scene(
     scale = max(1.0, max(h, w) / max_px)
     oh, ow = max(1, round(h / scale)), max(1, round(w / scale))
     rows, cols = _nearest(h, oh), _nearest(w, ow)
-    labels = np.asarray(mask.get_orthogonal_selection((rows, cols)))
     if layer == "instance_id":
         labels = _instance_labels(np.asarray(array(g, "instance_id").get_orthogonal_selection((rows, cols))))
+    else:
+        labels = np.asarray(mask.get_orthogonal_selection((rows, cols)))
     source = Path(str(meta.get("source", "")))
     classes = list((meta.get("model") or {}).get("classes") or [])
     try:

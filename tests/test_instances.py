@@ -244,6 +244,12 @@ def test_objects_export_as_geoparquet_geojson_and_csv_with_one_polygon_per_id(tm
     wgs = gpd.read_file(gj)
     assert wgs.crs.to_epsg() == 4326 and len(wgs) == 3
     assert csv.read_text().splitlines()[0].split(",")[:3] == ["instance_id", "class_id", "pixels"]
+    png = tmp_path / "ids.png"
+    assert main(["quicklook", str(tmp_path / "o.zarr"), "--name", "w", "--array", "instance_id", "--out", str(png)]) == 0
+    from PIL import Image
+
+    picture = np.asarray(Image.open(png).convert("RGB"))
+    assert picture.shape[1] == 260 and (picture[25, 35] != picture[5, 5]).any(), "object 1 is coloured, land is not"
     cog = tmp_path / "ids_cog.tif"
     assert main(["export", str(tmp_path / "o.zarr"), "--name", "w", "--array", "instance_id", "--out", str(cog)]) == 0
     with rasterio.open(cog) as src:

@@ -30,6 +30,7 @@ import zarr
 from zarr.errors import GroupNotFoundError
 
 from geoseg.core.grid import Window
+from geoseg.core.instances import NODATA_ID
 from geoseg.errors import StoreError
 
 from ._layout import group_meta_prefix, marker_key, marker_name, markers_prefix
@@ -73,7 +74,7 @@ _SPATIAL_CONVENTION = {
     "description": "Spatial coordinate information",
 }
 MASK_FILL = 255
-INSTANCE_FILL = 0xFFFFFFFF
+INSTANCE_FILL = int(NODATA_ID)  # one definition: the core numbers objects, the store fills with it
 
 
 @dataclass(frozen=True)
