@@ -11,9 +11,12 @@ from ._card import ModelCard
 
 __all__ = ["OUTPUT_PARAMS", "card_params"]
 
-OUTPUT_PARAMS = frozenset({"min_lesion_ml"})
+OUTPUT_PARAMS = frozenset({"min_lesion_ml", "score_threshold", "mask_threshold", "merge_overlap"})
 """Params any card may carry (and a job may override) that act on the output, not the network:
-``min_lesion_ml``, volume jobs drop mask components smaller than this many millilitres."""
+``min_lesion_ml``, volume jobs drop mask components smaller than this many millilitres;
+instance models (``task: instance``): ``score_threshold`` drops instances scoring less,
+``mask_threshold`` cuts mask probabilities into pixels, ``merge_overlap`` is the overlap (on
+the pixels two patches share) above which instances of neighbouring patches are one object."""
 
 
 def card_params(card: ModelCard, defaults: Mapping[str, Any]) -> dict[str, Any]:
