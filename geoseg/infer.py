@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from geoseg.core.detections import patch_record_dtype, resolve_patch
 from geoseg.errors import ModelError
-from geoseg.models import ModelCard, ModelSpec, load_model
+from geoseg.models import ModelCard, ModelSpec, instance_thresholds, load_model
+from geoseg.models._load import check_instance_output
 
 __all__ = ["Precision", "Predictor", "optimise_for_cpu", "pick_device"]
 
@@ -159,6 +161,8 @@ class Predictor:
         self.channels_last = optimise and self.device.type == "cpu" and optimise_for_cpu(self.model)
         self.card: ModelCard = card
         self.batch_size = batch_size
+        if card.task == "instance":
+            self.score_threshold, self.mask_threshold, _ = instance_thresholds(card)
         self.autocast_dtype: torch.dtype | None = None
         if self.device.type == "cuda" and precision == "fp32":
             # fp32 means fp32: cuDNN's TF32 convolutions (torch's default) make a patch's answer
@@ -226,9 +230,7 @@ class Predictor:
                     f"got patches of shape {part.shape}; check the input bands"
                 )
         n = sum(p.shape[0] for p in parts)
-        k_out = 1 if labels_only else self.card.n_classes
-        size = parts[0].shape[2:] if parts else (self.card.patch_px, self.card.patch_px)
-        out = np.empty((n, k_out, *size), np.uint8 if labels_only else np.float32)
+        out = self._empty(n, parts, labels_only)
         zero = np.concatenate([~p.reshape(p.shape[0], -1).any(axis=1) for p in parts]) if n else np.zeros(0, bool)
         if zero.any():
             out[zero] = self._zero_answer(parts[0].shape[1:], labels_only)
@@ -275,9 +277,7 @@ class Predictor:
         if isinstance(parts, np.ndarray):
             parts = [parts]
         n = sum(p.shape[0] for p in parts)
-        k_out = 1 if labels_only else self.card.n_classes
-        size = parts[0].shape[2:] if parts else (self.card.patch_px, self.card.patch_px)
-        out = np.empty((n, k_out, *size), np.uint8 if labels_only else np.float32)
+        out = self._empty(n, parts, labels_only)
         b = self.batch_size
         k = 0
         for batch in self._batches(parts):
@@ -297,6 +297,10 @@ class Predictor:
                     logits = self.model(x)
             else:
                 logits = self.model(x)
+            if self.card.task == "instance":
+                out[k : k + m] = self._instances(logits, b, x.shape[-1])[:m]
+                k += m
+                continue
             probs = torch.softmax(logits[:m].float(), dim=1)
             if labels_only:
                 out[k : k + m, 0] = _first_argmax(probs)
@@ -304,6 +308,28 @@ class Predictor:
                 out[k : k + m] = probs.cpu().numpy()
             k += m
         return out
+
+    def _empty(self, n: int, parts: Sequence[np.ndarray], labels_only: bool) -> np.ndarray:
+        """The output array of ``n`` patches: records for an instance model, else
+        (n, K or 1, P, P) probabilities or labels."""
+        size = parts[0].shape[2:] if parts else (self.card.patch_px, self.card.patch_px)
+        if self.card.task == "instance":
+            return np.zeros(n, patch_record_dtype(int(size[-1])))
+        k_out = 1 if labels_only else self.card.n_classes
+        return np.empty((n, k_out, *size), np.uint8 if labels_only else np.float32)
+
+    def _instances(self, out: object, n: int, patch_px: int) -> np.ndarray:
+        """torchvision's per-image dicts -> ``n`` records, one instance per pixel
+        (:func:`geoseg.core.detections.resolve_patch` with the card's thresholds)."""
+        check_instance_output(out, n, patch_px, f"model {self.card.name!r}")
+        recs = np.zeros(n, patch_record_dtype(patch_px))
+        dicts = cast("Sequence[dict[str, torch.Tensor]]", out)  # checked above
+        for i, d in enumerate(dicts):
+            boxes, labels, scores, masks = (d[k].detach().float().cpu().numpy() for k in ("boxes", "labels", "scores", "masks"))
+            recs[i] = resolve_patch(
+                boxes, labels, scores, masks, self.card.n_classes, self.score_threshold, self.mask_threshold
+            )
+        return recs
 
     def _zero_answer(self, shape: tuple[int, ...], labels_only: bool) -> np.ndarray:
         """The output for an all-zero patch of ``shape`` (C, P, P), computed once per shape."""

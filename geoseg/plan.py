@@ -25,7 +25,7 @@ from geoseg._tasks import BlockRead, BlockWrite, CaseRead, CaseWrite, RasterRead
 from geoseg.core.grid import Block, PatchGrid, Tiling, blocks, patch_grid
 from geoseg.core.stitch import PatchOutput
 from geoseg.errors import GeosegError, SpecError, StoreError
-from geoseg.models import ModelCard, resolve_bands
+from geoseg.models import ModelCard, instance_thresholds, resolve_bands
 from geoseg.sinks import SceneLayout, Store, VolumeLayout, done_blocks, group_status
 from geoseg.spec import JobSpec
 
@@ -249,13 +249,22 @@ def _store_state(store: Store, name: str, fp: str, overwrite: bool) -> tuple[boo
 
 
 def _dependencies(grid: PatchGrid, blks: tuple[Block, ...], mode: str) -> list[tuple[int, ...]]:
-    """For each block, the blocks whose patch predictions its stitch takes."""
+    """For each block, the blocks whose patch predictions its stitch takes: its own (``crop``),
+    those of every patch reaching into it (``gaussian``), or those of every patch overlapping
+    one of its own (``detections``: an instance model's overlap edges)."""
     if mode == "crop":
         return [(b.index,) for b in blks]
     where: dict[tuple[int, int], int] = {}
     for b in blks:
         for p in b.core_patches():
             where[p] = b.index
+    if mode == "detections":
+        from geoseg.core.detections import overlapping_patches  # noqa: PLC0415
+
+        return [
+            tuple(sorted({b.index} | {where[q] for p in b.core_patches() for q in overlapping_patches(grid, *p)}))
+            for b in blks
+        ]
     return [tuple(sorted({where[p] for p in b.halo_patches()})) for b in blks]
 
 
@@ -272,23 +281,36 @@ def _plan_raster(
     name = info.stem
     fp = fingerprint(info.identity, bands, card, weights, tiling, spec)
     resumed, complete, done = _store_state(store, name, fp, spec.overwrite)
-    needs = _dependencies(grid, blks, spec.stitch)
+    detections = card.task == "instance"
+    needs = _dependencies(grid, blks, "detections" if detections else spec.stitch)
+
+    def write(b: Block) -> BlockWrite:
+        sources = tuple(blks[k] for k in needs[b.index])
+        if detections:
+            from geoseg._instances import DetectionWrite  # noqa: PLC0415
+
+            merge = instance_thresholds(card)[2]
+            return DetectionWrite(name, grid, b, sources, merge, info.shape_yx[1], info.crs_wkt, info.transform)
+        return RasterWrite(name, grid, b, sources, spec.stitch, output, card.n_classes, spec.write_probs)
+
     jobs = tuple(
         BlockJob(
             index=b.index,
             key=b.name,
             n_patches=n_cores(b),
             read=RasterRead(info, bands, grid, b),
-            write=RasterWrite(
-                name, grid, b, tuple(blks[k] for k in needs[b.index]), spec.stitch, output, card.n_classes, spec.write_probs
-            ),
+            write=write(b),
             needs=needs[b.index],
         )
         for b in blks
     )
     later: tuple[tuple[TaskJob, ...], ...] = ()
     objects = instance_classes(card, spec) if spec.instances == "components" else ()
-    if objects:
+    if detections:
+        from geoseg._instances import detection_phases  # noqa: PLC0415
+
+        later = tuple(tuple(TaskJob(k, t) for k, t in phase) for phase in detection_phases(name, grid, blks, info.transform))
+    elif objects:
         from geoseg._instances import instance_phases  # noqa: PLC0415
 
         phases = instance_phases(
@@ -297,7 +319,7 @@ def _plan_raster(
         later = tuple(tuple(TaskJob(k, t) for k, t in phase) for phase in phases)
     layout = SceneLayout(
         name, info.shape_yx, chunk_px, card.classes, info.crs_wkt, info.transform, spec.write_probs,
-        info.gcps, info.gcps_crs_wkt, info.rpcs, instances=spec.instances != "none",
+        info.gcps, info.gcps_crs_wkt, info.rpcs, instances=spec.instances != "none" or detections,
     )  # fmt: skip
     meta = {
         "source": info.path,
@@ -308,7 +330,9 @@ def _plan_raster(
         "bands": list(bands),
         "version": __version__,
     }
-    if later:
+    if detections:
+        meta["instances"] = {"method": "model", "classes": list(card.classes[1:])}
+    elif later:
         meta["instances"] = {"method": spec.instances, "classes": [card.classes[c] for c in objects]}
     return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete, later)
 
@@ -373,6 +397,27 @@ def _not_a_case(path: Path) -> bool:
     return path.is_file() and not low.endswith((".nii", ".nii.gz"))
 
 
+def _check_instance_job(card: ModelCard, spec: JobSpec, volumes: bool) -> None:
+    """An instance model's job: scenes, ``crop`` (each pixel from one patch's instances), no
+    class probabilities, no second source of instances; thresholds in range."""
+    name = card.name
+    if volumes:
+        raise SpecError(f"model {name!r} is an instance model (task: instance); geoseg runs those on scenes, not MRI cases")
+    if spec.stitch != "crop":
+        raise SpecError(
+            f"stitch: {spec.stitch!r} blends class scores; instance model {name!r} joins its detections by mask "
+            "overlap and takes each pixel from one patch: use --stitch crop"
+        )
+    if spec.write_probs:
+        raise SpecError(f"write_probs: instance model {name!r} gives instances, not class probabilities; leave --probs out")
+    if spec.instances != "none":
+        raise SpecError(
+            f"instances: {spec.instances!r} labels a semantic mask; model {name!r} is an instance model, whose "
+            "objects come from the model: leave --instances out"
+        )
+    instance_thresholds(card)
+
+
 def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
     """Plan every input of ``spec`` for the model of ``card`` (weights identified by ``weights``).
 
@@ -396,6 +441,8 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
         )
     if spec.instances != "none":
         instance_classes(card, spec)  # a bad class name is the job's error, not each input's
+    if card.task == "instance":
+        _check_instance_job(card, spec, volumes)
     planner = _plan_case if volumes else _plan_raster
     notes: list[str] = [block_note] if block_note and not volumes else []
     groups: list[GroupPlan] = []

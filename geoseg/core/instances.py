@@ -77,8 +77,11 @@ class BlockComponents:
     ``label_class`` (uint8), ``first`` (int64, the scene's row-major index y * width + x of its
     first pixel), ``pixels`` (int64), ``sum_y``/``sum_x`` (float64, sums of pixel-centre
     coordinates, row + 0.5 and column + 0.5), ``bbox`` ((n, 4) int64 y0, x0, y1, x1, end
-    exclusive), ``area`` (float64, the sum of the pixels' areas; NaN when unknown). Edges:
-    the local labels along the block's ``top``/``bottom`` rows and ``left``/``right`` columns.
+    exclusive), ``area`` (float64, the sum of the pixels' areas; NaN when unknown), ``score``
+    (float32, an instance model's confidence; NaN for components of a mask). Edges: the local
+    labels along the block's ``top``/``bottom`` rows and ``left``/``right`` columns. A label
+    may own no pixel (an instance model's detection whose pixels other patches provide):
+    ``pixels`` 0, ``first`` the int64 maximum, ``bbox`` (max, max, min, min).
     """
 
     origin: tuple[int, int]
@@ -94,6 +97,7 @@ class BlockComponents:
     bottom: np.ndarray
     left: np.ndarray
     right: np.ndarray
+    score: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -105,13 +109,15 @@ class BlockComponents:
             "origin": np.asarray(self.origin, np.int64),
             "shape": np.asarray(self.shape, np.int64),
             **{k: getattr(self, k) for k in _ARRAYS},
+            **({} if self.score is None else {"score": self.score}),
         }
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> BlockComponents:
         oy, ox = (int(v) for v in a["origin"])
         h, w = (int(v) for v in a["shape"])
-        return cls(origin=(oy, ox), shape=(h, w), **{k: np.asarray(a[k]) for k in _ARRAYS})
+        score = np.asarray(a["score"]) if "score" in a else None
+        return cls(origin=(oy, ox), shape=(h, w), **{k: np.asarray(a[k]) for k in _ARRAYS}, score=score)
 
 
 _ARRAYS = ("label_class", "first", "pixels", "sum_y", "sum_x", "bbox", "area", "top", "bottom", "left", "right")
@@ -123,6 +129,7 @@ def block_components(
     origin: tuple[int, int],
     scene_width: int,
     pixel_area: float | np.ndarray | None = None,
+    score: np.ndarray | None = None,
 ) -> BlockComponents:
     """Per-label measures and edges of one labelled block (:func:`label_mask`'s output).
 
@@ -132,6 +139,7 @@ def block_components(
         label_class: (n,) uint8 class of each label.
         pixel_area: the area of one pixel: a number, (h,) per row (a geographic CRS), (h, w)
             per pixel, or None (unknown: areas are NaN).
+        score: (n,) float32 confidence of each label (instance models), or None.
     """
     h, w = labels.shape
     n = len(label_class)
@@ -148,11 +156,12 @@ def block_components(
         pa = np.asarray(pixel_area, np.float64)
         per_pixel = np.broadcast_to(pa.reshape(h, 1) if pa.ndim == 1 else pa, (h, w))
         area = np.bincount(flat, weights=per_pixel.ravel(), minlength=n + 1)[1:]
-    first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
+    big = np.iinfo(np.int64).max
+    first = np.full(n + 1, big, np.int64)
     np.minimum.at(first, flat, np.arange(flat.size, dtype=np.int64))
     first = first[1:]
     fy, fx = np.divmod(first, w)
-    bbox = np.zeros((n, 4), np.int64)
+    bbox = np.tile(np.array([big, big, -big, -big], np.int64), (n, 1))  # no pixel: neutral for min/max
     for k, sl in enumerate(ndimage.find_objects(labels, max_label=n)):
         if sl is not None:
             bbox[k] = (sl[0].start + oy, sl[1].start + ox, sl[0].stop + oy, sl[1].stop + ox)
@@ -160,7 +169,7 @@ def block_components(
         origin=(oy, ox),
         shape=(h, w),
         label_class=np.asarray(label_class, np.uint8),
-        first=(fy + oy) * scene_width + (fx + ox),
+        first=np.where(pixels > 0, (fy + oy) * scene_width + (fx + ox), big),
         pixels=pixels,
         sum_y=sum_y,
         sum_x=sum_x,
@@ -170,6 +179,7 @@ def block_components(
         bottom=labels[-1].copy(),
         left=labels[:, 0].copy(),
         right=labels[:, -1].copy(),
+        score=None if score is None else np.asarray(score, np.float32),
     )
 
 
@@ -185,6 +195,7 @@ class Objects:
     centroid_yx: np.ndarray  # (N, 2) float64, pixel coordinates (centre of pixel (0, 0) is (0.5, 0.5))
     bbox: np.ndarray  # (N, 4) int64 y0, x0, y1, x1 pixels, end exclusive
     area: np.ndarray  # float64
+    score: np.ndarray  # float32, the best score of the object's detections; NaN for components
 
 
 def _face_pairs(a: BlockComponents, b: BlockComponents, offsets: tuple[int, int]) -> np.ndarray | None:
@@ -209,15 +220,25 @@ def _face_pairs(a: BlockComponents, b: BlockComponents, offsets: tuple[int, int]
     return np.stack([la[same] - 1 + offsets[0], lb[same] - 1 + offsets[1]])
 
 
-def join_blocks(blocks: Sequence[BlockComponents]) -> tuple[list[np.ndarray], Objects]:
+def join_blocks(
+    blocks: Sequence[BlockComponents], faces: bool = True, edges: np.ndarray | None = None
+) -> tuple[list[np.ndarray], Objects]:
     """Join the labels of blocks that tile a scene into scene-wide objects.
 
     Blocks must not overlap; neighbours are blocks whose extents share an edge (a block's
     right column meets the next one's left column, or bottom row the next top row).
 
+    Args:
+        blocks: the blocks' labels and measures.
+        faces: join labels of one class that touch across a face (components of a mask);
+            False for an instance model's detections, which touch without being one object.
+        edges: (2, m) int64 further pairs of labels that are one object, as node numbers:
+            block ``i``'s label ``k`` is node ``sum(n of blocks before i) + k - 1``.
+
     Returns:
         ``(luts, objects)``: per block, a (n + 1,) uint32 table from its local labels to
         instance ids (``lut[0] == 0``), and the objects, ids 1..N ordered by first pixel.
+        Joined labels that own no pixel at all get no id (0).
 
     Raises:
         InputError: more objects than a uint32 id holds (:data:`MAX_INSTANCES`).
@@ -227,8 +248,8 @@ def join_blocks(blocks: Sequence[BlockComponents]) -> tuple[list[np.ndarray], Ob
     total = int(offsets[-1])
     by_left = {(b.origin[1], b.origin[0]): i for i, b in enumerate(blocks)}
     by_top = {(b.origin[0], b.origin[1]): i for i, b in enumerate(blocks)}
-    pairs = [np.zeros((2, 0), np.int64)]
-    for i, a in enumerate(blocks):
+    pairs = [np.zeros((2, 0), np.int64)] + ([] if edges is None else [np.asarray(edges, np.int64).reshape(2, -1)])
+    for i, a in enumerate(blocks if faces else ()):
         right = by_left.get((a.origin[1] + a.shape[1], a.origin[0]))
         below = by_top.get((a.origin[0] + a.shape[0], a.origin[1]))
         for j in (right, below):
@@ -239,17 +260,18 @@ def join_blocks(blocks: Sequence[BlockComponents]) -> tuple[list[np.ndarray], Ob
     edges = np.concatenate(pairs, axis=1)
     graph = coo_matrix((np.ones(edges.shape[1], np.int8), (edges[0], edges[1])), shape=(total, total))
     n_comp, comp = connected_components(graph, directed=False) if total else (0, np.zeros(0, np.int64))
-    if n_comp > MAX_INSTANCES:
-        raise InputError(f"{n_comp} objects in one group, more than uint32 instance ids hold ({MAX_INSTANCES})")
 
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(b, name) for b in blocks]) if blocks else np.zeros(0)
 
     first = np.full(n_comp, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, comp, cat("first").astype(np.int64))
-    order = np.argsort(first, kind="stable")  # component index -> rank; firsts are distinct
-    ids = np.empty(n_comp, np.uint32)
-    ids[order] = np.arange(1, n_comp + 1, dtype=np.uint32)
+    n_obj = int((first < np.iinfo(np.int64).max).sum())  # components owning a pixel
+    if n_obj > MAX_INSTANCES:
+        raise InputError(f"{n_obj} objects in one group, more than uint32 instance ids hold ({MAX_INSTANCES})")
+    order = np.argsort(first, kind="stable")[:n_obj]  # rank -> component; firsts of objects are distinct
+    ids = np.zeros(n_comp, np.uint32)
+    ids[order] = np.arange(1, n_obj + 1, dtype=np.uint32)
     node_id = ids[comp]
     luts = [np.concatenate([[0], node_id[offsets[i] : offsets[i + 1]]]).astype(np.uint32) for i in range(len(blocks))]
 
@@ -264,14 +286,19 @@ def join_blocks(blocks: Sequence[BlockComponents]) -> tuple[list[np.ndarray], Ob
     np.maximum.at(hi, comp, bbox_all[:, 2:])
     cls = np.zeros(n_comp, np.uint8)
     cls[comp] = cat("label_class").astype(np.uint8)
+    score = np.full(n_comp, np.nan, np.float32)
+    if blocks and all(b.score is not None for b in blocks):
+        score[:] = -np.inf
+        np.maximum.at(score, comp, cat("score").astype(np.float32))
     with np.errstate(invalid="ignore", divide="ignore"):
         centroid = np.stack([total_of("sum_y"), total_of("sum_x")], axis=1) / pixels[:, None]
     return luts, Objects(
-        instance_id=np.arange(1, n_comp + 1, dtype=np.uint32),
+        instance_id=np.arange(1, n_obj + 1, dtype=np.uint32),
         class_id=cls[order],
         first=first[order],
         pixels=pixels,
         centroid_yx=centroid,
         bbox=np.concatenate([lo, hi], axis=1)[order],
         area=total_of("area"),
+        score=score[order],
     )

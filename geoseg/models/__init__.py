@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bands import resolve_bands
 from ._card import BAND_ALIASES, TASKS, ModelCard, Normalisation, Task
+from ._params import instance_thresholds
 from ._registry import (
     ModelFactory,
     RegisteredModel,
@@ -56,6 +57,7 @@ __all__ = [
     "UNet",
     "build_model",
     "card_path_beside",
+    "instance_thresholds",
     "list_architectures",
     "list_models",
     "load_model",

@@ -9,7 +9,7 @@ from geoseg.errors import ModelError
 
 from ._card import ModelCard
 
-__all__ = ["OUTPUT_PARAMS", "card_params"]
+__all__ = ["OUTPUT_PARAMS", "card_params", "instance_thresholds"]
 
 OUTPUT_PARAMS = frozenset({"min_lesion_ml", "score_threshold", "mask_threshold", "merge_overlap"})
 """Params any card may carry (and a job may override) that act on the output, not the network:
@@ -49,3 +49,27 @@ def card_params(card: ModelCard, defaults: Mapping[str, Any]) -> dict[str, Any]:
         if kind is int and isinstance(value, float) and value != out[key]:
             raise ModelError(f"model {card.name!r}: param {key}={value!r} is not a whole number; fix it")
     return out
+
+
+def instance_thresholds(card: ModelCard) -> tuple[float, float, float]:
+    """An instance card's ``(score_threshold, mask_threshold, merge_overlap)``, each in [0, 1]
+    (defaults 0.5, 0.5, 0.5; see :data:`OUTPUT_PARAMS`).
+
+    Raises:
+        ModelError: a value that is not a number in [0, 1] (``merge_overlap`` in (0, 1]).
+    """
+    out = []
+    for key in ("score_threshold", "mask_threshold", "merge_overlap"):
+        value = card.params.get(key, 0.5)
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        lowest_ok = v > 0 if key == "merge_overlap" else v >= 0
+        if not (lowest_ok and v <= 1):
+            raise ModelError(
+                f"model {card.name!r}: param {key}={value!r} must be a number in "
+                f"{'(0, 1]' if key == 'merge_overlap' else '[0, 1]'}; fix it (e.g. --param {key}=0.5)"
+            )
+        out.append(v)
+    return out[0], out[1], out[2]
