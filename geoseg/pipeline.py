@@ -44,7 +44,7 @@ from ray.exceptions import (
 
 from geoseg._actor import ModelActor
 from geoseg._tasks import BlockResult, read_block_task, run_task, write_block_task
-from geoseg.errors import GeosegError, ModelError, SpecError
+from geoseg.errors import GeosegError, ModelError, SpecError, first_line
 from geoseg.finish import finish_group
 from geoseg.models import ModelCard, resolve_card, weights_identity
 from geoseg.plan import BlockJob, GroupPlan, JobPlan, TaskJob, min_lesion_ml, plan_job
@@ -163,9 +163,15 @@ def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
             )
     except RayConnectError:
         raise
-    except (RuntimeError, ConnectionError, ValueError) as e:
-        where = f"--address {address}: cannot join the Ray cluster" if address else "cannot start a local Ray"
-        raise RayConnectError(f"{where} ({str(e).strip().splitlines()[0]}); check `ray status`") from None
+    except Exception as e:  # Ray raises bare Exception too (e.g. "node timed out during startup")
+        if address:
+            raise RayConnectError(
+                f"--address {address}: cannot join the Ray cluster ({first_line(e)}); check `ray status`"
+            ) from None
+        raise RayConnectError(
+            f"cannot start a local Ray ({first_line(e)}); the machine may be overloaded: "
+            "run again when it is less busy, or join a running cluster with --address"
+        ) from None
     finally:
         if main and sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)  # Ray replaces it; the caller's handler stays in charge

@@ -116,7 +116,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 def blob_scene(shape_yx: tuple[int, int], seed: int = 0) -> np.ndarray:
     """(H, W) uint8 object codes with every case the merge must get right.
 
-    Random discs and rectangles (many cross patch and block seams), a lake larger than a block
+    Random discs and rectangles that do not overlap (many cross patch and block seams), a lake larger than a block
     with a hole and an island of another code inside the hole (a ring), a long thin river
     crossing every patch column, a snake that leaves and re-enters patches, and pairs of
     touching objects of different codes.
@@ -125,12 +125,6 @@ def blob_scene(shape_yx: tuple[int, int], seed: int = 0) -> np.ndarray:
     h, w = shape_yx
     codes = np.zeros((h, w), np.uint8)
     yy, xx = np.ogrid[:h, :w]
-    for _ in range(40):
-        y, x, r = int(rng.integers(0, h)), int(rng.integers(0, w)), int(rng.integers(4, 60))
-        codes[(yy - y) ** 2 + (xx - x) ** 2 < r * r] = rng.integers(1, 200)
-    for _ in range(15):
-        y, x = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 20))
-        codes[y : y + int(rng.integers(3, 80)), x : x + int(rng.integers(3, 80))] = rng.integers(1, 200)
     # a lake larger than a block (two blocks of 448 px and several patches), a ring around an island
     cy, cx = h // 2, w // 2
     d2 = (yy - cy) ** 2 + (xx - cx) ** 2
@@ -149,4 +143,14 @@ def blob_scene(shape_yx: tuple[int, int], seed: int = 0) -> np.ndarray:
     # touching objects of different codes (and of one class: codes 205 and 207 with 2 classes)
     codes[60:120, w - 200 : w - 140] = 205
     codes[60:120, w - 140 : w - 80] = 207
+    for _ in range(40):  # an object goes only where there is none yet: no fragments of others
+        y, x, r = int(rng.integers(0, h)), int(rng.integers(0, w)), int(rng.integers(4, 60))
+        disc = (yy - y) ** 2 + (xx - x) ** 2 < r * r
+        if not codes[disc].any():
+            codes[disc] = rng.integers(1, 200)
+    for _ in range(15):
+        y, x = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 20))
+        box = (slice(y, y + int(rng.integers(3, 80))), slice(x, x + int(rng.integers(3, 80))))
+        if not codes[box].any():
+            codes[box] = rng.integers(1, 200)
     return codes
