@@ -202,6 +202,8 @@ def test_pipeline_ids_equal_the_reference_for_1_and_3_workers_and_two_block_size
     r1 = _run(scene, model, tmp_path / "a.zarr", block_px=448, workers=1)
     r2 = _run(scene, model, tmp_path / "b.zarr", block_px=896, workers=3)
     assert r1.ok and r2.ok, (r1, r2)
+    for r in (r1, r2):
+        assert r.patches_forwarded == r.grid_patches == len(patch_grid(codes.shape)), "exactly-once inference"
     a = zarr.open_group(str(tmp_path / "a.zarr"), path="s", mode="r")
     ids = a["instance_id"][:]
     np.testing.assert_array_equal(ids, zarr.open_group(str(tmp_path / "b.zarr"), path="s", mode="r")["instance_id"][:])
@@ -262,3 +264,13 @@ def test_instance_jobs_refuse_what_does_not_fit_in_one_line(tmp_path: Path, extr
                        **extra})  # fmt: skip
     with pytest.raises(GeosegError, match=message):
         plan_job(spec, resolve_card(spec.model), "w")
+
+
+def test_a_semantic_network_under_an_instance_card_is_one_line_not_a_crash() -> None:
+    from geoseg.infer import Predictor
+    from geoseg.models import ModelCard, build_model
+
+    card = ModelCard("seg", "unet", ("background", "thing"), ("code",), task="instance", params={"base_channels": 4, "depth": 2})
+    predictor = Predictor(build_model(card), batch_size=2, card=card)
+    with pytest.raises(ModelError, match=r"returns a tensor of shape \(2, 2, 64, 64\), dense class scores, but its card says task: instance"):
+        predictor(np.zeros((1, 1, 64, 64), np.float32))
