@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, open_case
+from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, nifti_header, open_case
 
 if TYPE_CHECKING:
     from geoseg.sources._geotiff import SUPPORTED_DTYPES, RasterInfo, open_raster, read_window
@@ -22,6 +22,7 @@ __all__ = [
     "CaseInfo",
     "RasterInfo",
     "load_case",
+    "nifti_header",
     "open_case",
     "open_raster",
     "read_window",
