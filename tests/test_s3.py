@@ -201,18 +201,18 @@ def test_nifti_case_from_s3(tmp_path: Path, bucket: str, threshold_model: Path) 
     fs = _fs()
     for f in folder.iterdir():
         fs.put_file(str(f), f"{bucket}/cases/case1/{f.name}")
-    fs.put_file(str(four_d), f"{bucket}/cases/c4.nii.gz")
+    fs.put_file(str(four_d), f"{bucket}/cases/case.nii.gz")
     out = f"s3://{bucket}/mri.zarr"
     spec = {"model": {"file": str(threshold_model)}, "progress": False}
-    inputs = [f"s3://{bucket}/cases/case1/", f"s3://{bucket}/cases/c4.nii.gz"]
+    inputs = [f"s3://{bucket}/cases/case1/", f"s3://{bucket}/cases/case.nii.gz"]
     report = run_job(parse_spec({**spec, "inputs": inputs, "output": out}))
     assert report.ok, report.summary()
     g = zarr.open_group(Store(out).zarr, path="case1", mode="r")
     assert np.array_equal(g["mask"][:], _direct_threshold(folder))
-    assert np.array_equal(zarr.open_group(Store(out).zarr, path="c4", mode="r")["mask"][:], _direct_threshold(four_d))
+    assert np.array_equal(zarr.open_group(Store(out).zarr, path="case", mode="r")["mask"][:], _direct_threshold(four_d))
     local = tmp_path / "mri.zarr"
     assert run_job(parse_spec({**spec, "inputs": [str(folder), str(four_d)], "output": str(local)})).ok
-    for name in ("case1", "c4"):
+    for name in ("case1", "case"):
         assert group_status(out, name) == group_status(local, name), "the same content gives the same fingerprint"
     # the NIfTI export takes its header from the input on S3, and may itself go to S3
     nii = export_nifti(out, "case1", f"s3://{bucket}/exports/case1.nii.gz")
