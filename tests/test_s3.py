@@ -184,11 +184,7 @@ def test_killed_run_on_s3_resumes_and_equals_an_undisturbed_run(tmp_path: Path, 
     assert f"output: {remote}" in rerun.stdout
     ref = subprocess.run([sys.executable, "-m", "geoseg.cli", "run", *args, "--output", str(local)], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    report = json.loads(Store(remote).get(".geoseg/report.json") or b"{}") if Store(remote).has(".geoseg/report.json") else {}
-    if report:
-        runs = [s for s in report.get("inputs", report.get("scenes", [])) if isinstance(s, dict)]
-        if runs and "blocks_run" in runs[0]:
-            assert runs[0]["blocks_run"] == n_blocks - len(done_before)
+    assert f"{n_blocks - len(done_before)}/{n_blocks} blocks run" in rerun.stdout, rerun.stdout  # only the missing ones
     assert group_status(remote, "big")[1] == "complete"  # type: ignore[index]
     assert _chunks(remote, "big") == _chunks(local, "big")
 
