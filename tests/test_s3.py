@@ -313,3 +313,16 @@ def test_credentials_in_a_url_are_refused(tmp_path: Path, capsys: pytest.Capture
     src = _scene(tmp_path, (64, 64))
     err = _one_line(capsys, _run(tmp_path, str(src), "s3://KEY:SECRET@bucket/o.zarr"))
     assert "credentials in the URL" in err and "AWS_ACCESS_KEY_ID" in err
+
+
+def test_input_globs_expand_in_the_bucket(tmp_path: Path, bucket: str) -> None:
+    from geoseg.errors import SpecError
+
+    src = _scene(tmp_path, (32, 32))
+    fs = _fs()
+    for name in ("b.tif", "a.tif", "notes.txt"):
+        fs.put_file(str(src), f"{bucket}/in/{name}")
+    spec = parse_spec({"inputs": [f"s3://{bucket}/in/*.tif"], "output": f"s3://{bucket}/o.zarr", "model": {"name": "ndwi"}})
+    assert spec.inputs == (f"s3://{bucket}/in/a.tif", f"s3://{bucket}/in/b.tif") and spec.output == f"s3://{bucket}/o.zarr"
+    with pytest.raises(SpecError, match=r"pattern 's3://.*/in/\*\.jp2' matches no object"):
+        parse_spec({"inputs": [f"s3://{bucket}/in/*.jp2"], "output": str(tmp_path / "o.zarr"), "model": {"name": "ndwi"}})

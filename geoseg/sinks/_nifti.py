@@ -35,9 +35,9 @@ def export_nifti(store: StoreLike, name: str, out: str | os.PathLike[str], array
     files = meta.get("files") or [""]
     source = str(files[0])
     if is_url(source) or Path(source).is_file():
-        from geoseg.sources import nifti_header  # noqa: PLC0415  (the input's header: only for this export)
+        from geoseg.sources import nifti_image  # noqa: PLC0415  (the input's header: only for this export)
 
-        header: Any = nifti_header(source).copy()
+        header: Any = nifti_image(source).header.copy()
         header.set_data_dtype(data.dtype)
         header.set_slope_inter(1.0, 0.0)
         img = nib.Nifti1Image(data, header.get_best_affine(), header)

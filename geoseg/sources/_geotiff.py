@@ -20,7 +20,7 @@ from geoseg.core.grid import Window
 from geoseg.errors import InputError, SourceError, first_line
 from geoseg.sources._identity import content_identity, relative_hint
 
-__all__ = ["RasterInfo", "open_raster", "read_window", "SUPPORTED_DTYPES"]
+__all__ = ["RasterInfo", "open_raster", "opened", "read_window", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = frozenset(
     {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16", "float32", "float64"}
@@ -58,7 +58,7 @@ class RasterInfo:
 
 
 @contextmanager
-def _opened(path: str) -> Iterator[Any]:
+def opened(path: str) -> Iterator[Any]:
     """``rasterio.open`` of a local path, or of an object URL through GDAL's ``/vsis3/``-style
     file systems configured from the environment (:mod:`geoseg._remote`)."""
     with warnings.catch_warnings():
@@ -112,7 +112,7 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
     elif p.is_dir():
         raise SourceError(f"{p}: is a folder, not a raster; give a GeoTIFF file")
     try:
-        with _opened(str(p)) as src:
+        with opened(str(p)) as src:
             gcps, gcp_crs = src.gcps
             info = RasterInfo(
                 path=p if isinstance(p, str) else str(p.resolve()),
@@ -158,7 +158,7 @@ def read_window(info: RasterInfo, window: Window, bands: tuple[int, ...]) -> tup
     rio_window = RioWindow(x0, y0, x1 - x0, y1 - y0)  # type: ignore[call-arg]
     indexes = [b + 1 for b in bands]
     try:
-        with _opened(info.path) as src:
+        with opened(info.path) as src:
             pixels = src.read(indexes, window=rio_window)
             masks = src.read_masks(indexes, window=rio_window)
     except RasterioError as e:

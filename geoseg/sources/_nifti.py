@@ -29,7 +29,7 @@ from geoseg.core.volume import Orientation, check_affine, orientation_of, voxel_
 from geoseg.errors import InputError, SourceError, SpecError, first_line
 from geoseg.sources._identity import content_identity, relative_hint
 
-__all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case", "nifti_header"]
+__all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case", "nifti_image"]
 
 _NOT_LABELS = ("!*mask.nii*", "!*seg*", "!*label*")
 _T1C = ("*t1c*", "*t1ce*", "*t1gd*", "*t1_gd*", "*t1-gd*", "*t1post*", "*t1_post*", "*t1-post*")
@@ -247,9 +247,9 @@ def _check_dtype(path: Path | str, dtype: np.dtype) -> None:
         )
 
 
-def nifti_header(path: str) -> Any:
-    """The NIfTI header of a file or object URL (one line :class:`SourceError` where unreadable)."""
-    return _open_image(path if is_url(path) else Path(path)).header
+def nifti_image(path: str) -> Any:
+    """The ``Nifti1Image`` of a file or object URL (one line :class:`SourceError` where unreadable)."""
+    return _open_image(path if is_url(path) else Path(path))
 
 
 def _check_complete(path: Path | str, img: Any) -> None:
