@@ -13,6 +13,7 @@ fsspec and the service's library are imported on first use: local jobs never loa
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def _fs_class(url: str, error: type[GeosegError]) -> Any:
         return fsspec.get_filesystem_class(scheme)
     except (ImportError, ValueError):
         pkg = SCHEMES[scheme].package if scheme in SCHEMES else f"an fsspec backend for {scheme}://"
-        raise error(f"{url}: reading {scheme}:// needs the {pkg} package, which is not installed; pip install {pkg}") from None
+        raise error(f"{url}: {scheme}:// needs the {pkg} package, which is not installed; pip install {pkg}") from None
 
 
 def _aws_endpoint() -> str | None:
@@ -161,7 +162,23 @@ def filesystem(url: str, asynchronous: bool = False) -> Any:
     fs = _FILESYSTEMS.get(key)
     if fs is None:
         fs = _FILESYSTEMS[key] = cls(asynchronous=asynchronous, skip_instance_cache=True, **storage_options(url))
+        if asynchronous and not _FILESYSTEMS.get(("atexit",)):
+            _FILESYSTEMS[("atexit",)] = atexit.register(_close_async)
     return fs
+
+
+def _close_async() -> None:
+    """Close the sessions of zarr's asynchronous file systems on zarr's event loop, before zarr
+    stops it: aiohttp otherwise reports each as an "Unclosed client session" at exit."""
+    from zarr.core.sync import _get_loop  # noqa: PLC0415  (zarr is loaded: it made these)
+
+    for key, fs in list(_FILESYSTEMS.items()):
+        client = getattr(fs, "_s3", None)
+        if len(key) > 1 and key[1] and client is not None and hasattr(type(fs), "close_session"):
+            try:
+                type(fs).close_session(_get_loop(), client)
+            except Exception:  # noqa: BLE001,S110  (best effort at exit: never mask the real exit status)
+                pass
 
 
 def bucket_of(url: str) -> str:
