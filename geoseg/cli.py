@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg import __version__
+from geoseg._remote import is_url
 from geoseg.errors import GeosegError, SpecError
 
 __all__ = ["main"]
@@ -26,8 +27,11 @@ def _run_parser(sub: Any) -> None:
         "geoseg run --input A.tif --input B.tif --model ndwi --output out.zarr",
     )
     p.add_argument("spec", nargs="?", type=Path, help="YAML job spec (flags below override its fields)")
-    p.add_argument("--input", "-i", action="append", dest="inputs", metavar="PATH", help="input image (repeatable; globs ok)")
-    p.add_argument("--output", "-o", metavar="STORE", help="output Zarr store (a folder)")
+    p.add_argument(
+        "--input", "-i", action="append", dest="inputs", metavar="PATH",
+        help="input image or s3:// URL (repeatable; globs ok)",
+    )  # fmt: skip
+    p.add_argument("--output", "-o", metavar="STORE", help="output Zarr store (a folder or s3://BUCKET/PREFIX)")
     p.add_argument("--model", "-m", metavar="NAME", help="registered model name, e.g. ndwi (see: geoseg models)")
     p.add_argument("--checkpoint", metavar="PATH", help="weights file (torch, loaded with weights_only=True)")
     p.add_argument("--card", metavar="PATH", help="model card YAML for a bare checkpoint or a model file")
@@ -67,6 +71,14 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="no progress bar")
 
 
+def _location(text: str) -> Path | str:
+    """argparse type: an object URL (``s3://...``) as written, anything else a local Path."""
+    return text.rstrip("/") if is_url(text) else Path(text)
+
+
+_location.__name__ = "path or URL"
+
+
 def _positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (argparse turns the ValueError into its one-line error)."""
     value = int(text)
@@ -93,8 +105,8 @@ def _run_data(args: argparse.Namespace) -> tuple[dict[str, Any], str, Path | Non
         if getattr(args, k) is not None
     }  # fmt: skip
     if args.inputs:
-        flat["inputs"] = [os.path.abspath(p) for p in args.inputs]
-    if "output" in flat:
+        flat["inputs"] = [str(_location(p)) if is_url(p) else os.path.abspath(p) for p in args.inputs]
+    if "output" in flat and not is_url(flat["output"]):
         flat["output"] = os.path.abspath(flat["output"])
     if args.instance_classes is not None:
         flat["instance_classes"] = [c.strip() for c in args.instance_classes.split(",") if c.strip()]
@@ -152,7 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             error = scene.error if scene.path in scene.error else f"{scene.path}: {scene.error}"
             print(f"geoseg: error: {error}", file=sys.stderr)
     if report.ok:
-        print(f"output: {os.path.normpath(os.path.abspath(spec.output))}")
+        print(f"output: {spec.output if isinstance(spec.output, str) else os.path.normpath(os.path.abspath(spec.output))}")
         return 0
     return 1
 
@@ -292,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _run_parser(sub)
     e = sub.add_parser("export", help="export a scene group to another format", description="Export a finished scene to a file.")
-    e.add_argument("store", type=Path, help="Zarr store written by geoseg run")
+    e.add_argument("store", type=_location, help="Zarr store written by geoseg run (a folder or s3:// URL)")
     e.add_argument("--name", required=True, help="scene group name (the input's file stem)")
     e.add_argument(
         "--format", default="cog", choices=["cog", "nifti", "table", "geoparquet", "geojson", "csv"],
@@ -301,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a scene's objects (--instances components) with their polygons (csv: without)",
     )  # fmt: skip
     e.add_argument("--array", help="which array: mask (default), probs, lesion_id, instance_id; or table name for --format table")
-    e.add_argument("--out", required=True, type=Path, help="output file")
+    e.add_argument("--out", required=True, type=_location, help="output file or s3:// URL")
     m = sub.add_parser("models", help="list models, or show one model card", description="List registered models.")
     m.add_argument("name", nargs="?", help="show this model's card")
     t = sub.add_parser("train", help="train a segmentation model from a YAML spec", description="Train a model (resumable).")
@@ -325,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A picture of one output: a scene's mask over its input at reduced resolution (RGB where the "
         "bands say so), or an MRI case's slices through its largest lesion in three planes, with a legend.",
     )  # fmt: skip
-    q.add_argument("store", type=Path, help="Zarr store written by geoseg run")
+    q.add_argument("store", type=_location, help="Zarr store written by geoseg run (a folder or s3:// URL)")
     q.add_argument("--name", required=True, help="group name (the input's file stem or case folder)")
     q.add_argument("--out", required=True, type=Path, help="the picture, a .png file")
     q.add_argument(

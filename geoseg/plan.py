@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from geoseg import __version__
+from geoseg._remote import url_name
 from geoseg._tasks import BlockRead, BlockWrite, CaseRead, CaseWrite, RasterRead, RasterWrite, n_cores
 from geoseg.core.grid import Block, PatchGrid, Tiling, blocks, patch_grid
 from geoseg.core.stitch import PatchOutput
@@ -269,7 +270,7 @@ def _dependencies(grid: PatchGrid, blks: tuple[Block, ...], mode: str) -> list[t
 
 
 def _plan_raster(
-    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput, tiles: JobTiling
+    path: Path | str, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput, tiles: JobTiling
 ) -> GroupPlan:
     from geoseg.sources import open_raster  # noqa: PLC0415  (rasterio: only for raster jobs)
 
@@ -342,7 +343,7 @@ CASE_BLOCK = "case"
 
 
 def _plan_case(
-    path: Path, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput, tiles: JobTiling
+    path: Path | str, card: ModelCard, spec: JobSpec, weights: str, store: Store, output: PatchOutput, tiles: JobTiling
 ) -> GroupPlan:
     from geoseg.sources import open_case  # noqa: PLC0415
 
@@ -370,7 +371,7 @@ def _plan_case(
     return GroupPlan(info.name, str(path), fp, layout, meta, (job,), n, done, resumed, complete, tables=("lesions",))
 
 
-def _georeferencing_note(path: Path, g: GroupPlan) -> str:
+def _georeferencing_note(path: Path | str, g: GroupPlan) -> str:
     """One line for an input georeferenced other than by an affine transform: geoseg carries
     what it has (never drops it silently) and says how to get a map grid."""
     layout = g.layout
@@ -392,8 +393,10 @@ def _georeferencing_note(path: Path, g: GroupPlan) -> str:
     return f"{path}: has a transform but no CRS: the mask has the same transform and no CRS"
 
 
-def _not_a_case(path: Path) -> bool:
-    low = path.name.lower()
+def _not_a_case(path: Path | str) -> bool:
+    low = _name(path).lower()
+    if isinstance(path, str):  # an object URL: a "folder" is a prefix, so tell by the name
+        return "." in low and not low.endswith((".nii", ".nii.gz"))
     return path.is_file() and not low.endswith((".nii", ".nii.gz"))
 
 
@@ -416,6 +419,11 @@ def _check_instance_job(card: ModelCard, spec: JobSpec, volumes: bool) -> None:
             "objects come from the model: leave --instances out"
         )
     instance_thresholds(card)
+
+
+def _name(path: Path | str) -> str:
+    """The file (or case folder) name of a path or URL."""
+    return url_name(path) if isinstance(path, str) else path.name
 
 
 def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
@@ -451,7 +459,7 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
     names: dict[str, str] = {}
     for path in spec.inputs:
         if volumes and spec.from_pattern(path) and _not_a_case(path):
-            skipped.append(path.name)
+            skipped.append(_name(path))
             continue
         try:
             g = planner(path, card, spec, weights, store, output, tiles)
@@ -473,5 +481,5 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         notes.append(f"skipped {len(skipped)} path(s) the input patterns matched that are no MRI case: {shown}")
-    order = tuple(str(p) for p in spec.inputs if Path(p).name not in skipped or not spec.from_pattern(p))
+    order = tuple(str(p) for p in spec.inputs if _name(p) not in skipped or not spec.from_pattern(p))
     return JobPlan(store, tuple(groups), tuple(failures), order, output, tuple(notes))

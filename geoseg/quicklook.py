@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg._remote import is_url, url_name
 from geoseg.errors import SourceError, StoreError
 from geoseg.sinks import StoreLike, array, attrs, open_group
 from geoseg.sinks._export import finished_group, output_file
@@ -122,12 +123,14 @@ def _scene(
         labels = _instance_labels(np.asarray(array(g, "instance_id").get_orthogonal_selection((rows, cols))))
     else:
         labels = np.asarray(mask.get_orthogonal_selection((rows, cols)))
-    source = Path(str(meta.get("source", "")))
+    from geoseg.sources import opened  # noqa: PLC0415  (rasterio, or GDAL's /vsis3/ for an input on S3)
+
+    source = str(meta.get("source", ""))
     classes = list((meta.get("model") or {}).get("classes") or [])
     try:
-        with rasterio.open(source) as src:
+        with opened(source) as src:
             try:
-                bands = resolve_bands(("red", "green", "blue"), src.descriptions, src.count, str(source))
+                bands = resolve_bands(("red", "green", "blue"), src.descriptions, src.count, source)
                 what = "RGB"
             except Exception:  # noqa: BLE001  (no RGB roles: one band of those the model read)
                 bands = (int((meta.get("bands") or [0])[0]),)
@@ -148,7 +151,7 @@ def _scene(
         entries = [(c, tuple(int(v) for v in colours[k])) for k, c in enumerate(classes) if k > 0]
     picture = _overlay(base, labels, colours, nodata=255)
     entries.append(("nodata", NODATA_COLOUR))
-    title = f"{g.basename}: {what} of {source.name}, 1/{scale:.0f} resolution"
+    title = f"{g.basename}: {what} of {url_name(source)}, 1/{scale:.0f} resolution"
     legend = _legend(ow, entries, title)  # type: ignore[arg-type]
     width = max(ow, legend.shape[1])
     canvas = np.full((oh + legend.shape[0], width, 3), 255, np.uint8)
@@ -158,17 +161,18 @@ def _scene(
 
 
 def _case(g: Any, a: dict[str, Any], meta: dict[str, Any], out: str | os.PathLike[str], zoom: int) -> Path:
-    import nibabel as nib  # noqa: PLC0415
 
     from geoseg.core.volume import orientation_of  # noqa: PLC0415
 
     mask = np.asarray(array(g, "mask")[...])
     ids = np.asarray(array(g, "lesion_id")[...])
     files = list(meta.get("files") or [])
-    if not files or not Path(str(files[0])).is_file():
+    if not files or not (is_url(str(files[0])) or Path(str(files[0])).is_file()):
         where = files[0] if files else g.basename
         raise SourceError(f"{where}: the case's first modality is gone; it is the picture's background, restore it")
-    scan: Any = nib.load(str(files[0]))
+    from geoseg.sources import nifti_image  # noqa: PLC0415
+
+    scan: Any = nifti_image(str(files[0]))
     data = np.asarray(scan.dataobj, np.float32)
     if data.ndim == 4:
         data = data[..., 0]

@@ -10,11 +10,12 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from geoseg._remote import is_url
 from geoseg.core.grid import Tiling
 from geoseg.errors import SpecError
 from geoseg.models import ModelCard, ModelSpec
@@ -42,11 +43,23 @@ class TilingSection(_Frozen):
         return Tiling(self.patch_px or card.patch_px, card.overlap_px if self.overlap_px is None else self.overlap_px)
 
 
-class JobSpec(_Frozen):
-    """A whole job. Relative paths are relative to the spec file (or the working directory)."""
+def _location(v: Any) -> Any:
+    """A URL (``s3://...``) stays the string it is; anything else is a local path."""
+    if isinstance(v, str) and is_url(v):
+        return v.rstrip("/")
+    return Path(v) if isinstance(v, str | os.PathLike) else v
 
-    inputs: tuple[Path, ...] = Field(min_length=1)
-    output: Path
+
+Location = Annotated[Path | str, BeforeValidator(_location)]
+"""A local path (:class:`~pathlib.Path`) or an object-store URL (``str``, e.g. ``s3://b/k``)."""
+
+
+class JobSpec(_Frozen):
+    """A whole job. Relative paths are relative to the spec file (or the working directory);
+    URLs (``s3://``, ``gs://``, ``az://``) are kept as written."""
+
+    inputs: tuple[Location, ...] = Field(min_length=1)
+    output: Location
     model: ModelSpec
     tiling: TilingSection = TilingSection()
     stitch: Literal["crop", "gaussian"] = "crop"
@@ -76,42 +89,66 @@ class JobSpec(_Frozen):
         default=None, description="MRI: filename globs per modality, e.g. {flair: ['*FLAIR*']}"
     )
 
-    _from_patterns: frozenset[Path] = PrivateAttr(default_factory=frozenset)
+    _from_patterns: frozenset[Path | str] = PrivateAttr(default_factory=frozenset)
 
     @field_validator("inputs", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str | os.PathLike) else v
 
-    def from_pattern(self, path: Path) -> bool:
+    def from_pattern(self, path: Path | str) -> bool:
         """Whether ``path`` came from a glob of ``inputs`` (not named one by one): a path a
         pattern caught that is no input of the model's kind is skipped, not an error."""
         return path in self._from_patterns
 
 
-def _expand(paths: tuple[Path, ...], base: Path, source: str) -> tuple[tuple[Path, ...], frozenset[Path]]:
-    """Resolve against ``base`` and expand globs (a glob that matches nothing is an error).
+def _expand(
+    paths: tuple[Path | str, ...], base: Path, source: str
+) -> tuple[tuple[Path | str, ...], frozenset[Path | str]]:
+    """Resolve against ``base`` and expand globs (a glob that matches nothing is an error);
+    URLs are kept, their globs expanded in the object store.
 
     Returns the inputs, and which of them came from a pattern.
     """
-    out: list[Path] = []
-    globbed: set[Path] = set()
+    out: list[Path | str] = []
+    globbed: set[Path | str] = set()
     for p in paths:
+        pattern = any(ch in str(p) for ch in "*?[")
+        if isinstance(p, str):
+            hits: list[Path | str] = list(_glob_url(p, source)) if pattern else [p]
+            out.extend(hits)
+            globbed.update(hits if pattern else [])
+            continue
         full = p if p.is_absolute() else base / p
-        if any(ch in str(p) for ch in "*?["):
-            hits = sorted(glob.glob(str(full), recursive=True))
-            if not hits:
+        if pattern:
+            found = sorted(glob.glob(str(full), recursive=True))
+            if not found:
                 raise SpecError(f"{source}: inputs: pattern {str(p)!r} matches no file under {base}; check the pattern")
-            out.extend(Path(h) for h in hits)
-            globbed.update(Path(h) for h in hits)
+            out.extend(Path(h) for h in found)
+            globbed.update(Path(h) for h in found)
         else:
             out.append(full)
     return tuple(out), frozenset(globbed)
 
 
+def _glob_url(pattern: str, source: str) -> list[str]:
+    """The object URLs matching ``pattern`` (e.g. ``s3://bucket/scenes/*.tif``), sorted."""
+    from geoseg._remote import check_bucket, explain  # noqa: PLC0415  (fsspec: only for URL inputs)
+
+    fs = check_bucket(pattern, SpecError, "input")
+    scheme = pattern.split("://", 1)[0]
+    try:
+        hits = sorted(f"{scheme}://{h}" for h in fs.glob(pattern))
+    except Exception as e:  # noqa: BLE001  (each object store's library raises its own kinds)
+        raise SpecError(f"{source}: inputs: {explain(pattern, e)}") from None
+    if not hits:
+        raise SpecError(f"{source}: inputs: pattern {pattern!r} matches no object; check the pattern")
+    return hits
+
+
 def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
-    def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+    def fix(p: Path | str | None) -> Path | str | None:
+        return None if p is None or isinstance(p, str) or p.is_absolute() else base / p
 
     model = spec.model.model_copy(
         update={k: fix(getattr(spec.model, k)) or getattr(spec.model, k) for k in ("checkpoint", "card", "file")}

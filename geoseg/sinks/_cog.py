@@ -17,7 +17,7 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.errors import StoreError
 
-from ._export import finished_group, output_file
+from ._export import finished_group, output_file, written
 from ._store import StoreLike
 from ._zarr import INSTANCE_FILL, MASK_FILL
 from ._zarr import array as zarr_array
@@ -46,7 +46,7 @@ def _georeferencing(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export_cog(store: StoreLike, name: str, out: str | os.PathLike[str], array: str = "mask") -> Path:
+def export_cog(store: StoreLike, name: str, out: str | os.PathLike[str], array: str = "mask") -> Path | str:
     """Write ``<store>/<name>/<array>`` (``mask`` or ``probs``) as a COG on exactly the scene's grid.
 
     Reads one Zarr chunk row at a time, so memory stays bounded whatever the scene size.
@@ -102,4 +102,4 @@ def export_cog(store: StoreLike, name: str, out: str | os.PathLike[str], array: 
             raise StoreError(f"{out}: cannot write the GeoTIFF ({e}); check the folder is writable") from None
         finally:
             staging.unlink(missing_ok=True)
-    return Path(out)
+    return written(out)

@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 import zarr
 
+from geoseg._remote import check_bucket, explain, is_url, url_name
 from geoseg.errors import StoreError
 
 from ._store import StoreLike, as_store
 from ._zarr import attrs, open_group
 
-__all__ = ["finished_group", "output_file"]
+__all__ = ["finished_group", "output_file", "written"]
 
 
 def finished_group(
@@ -42,15 +43,28 @@ def finished_group(
     return g, a, meta
 
 
+def written(out: str | os.PathLike[str]) -> Path | str:
+    """What an export returns: the local file's Path, or the object URL as given."""
+    text = os.fspath(out)
+    return text if is_url(text) else Path(text)
+
+
 @contextmanager
 def output_file(out: str | os.PathLike[str], what: str) -> Iterator[Path]:
     """A temporary path beside ``out`` to write; renamed to ``out`` only when the body succeeds,
-    so a failed export never leaves a half-written file where ``out`` was.
+    so a failed export never leaves a half-written file where ``out`` was. For an object URL
+    (``s3://...``) the file is written in a local temporary folder and uploaded whole when
+    the body succeeds (an object is replaced at once: no reader sees half of it).
 
     Raises:
-        StoreError: the folder is missing or not writable, or the write fails (one line, no
-            traceback).
+        StoreError: the folder (or bucket) is missing or not writable, or the write fails (one
+            line, no traceback).
     """
+    text = os.fspath(out)
+    if is_url(text):
+        with _object_file(text) as staging:
+            yield staging
+        return
     target = Path(out)
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
@@ -71,3 +85,16 @@ def output_file(out: str | os.PathLike[str], what: str) -> Iterator[Path]:
         raise StoreError(f"{target}: cannot write the {what} ({e.strerror or e}); check the folder and free space") from None
     finally:
         staging.unlink(missing_ok=True)
+
+
+@contextmanager
+def _object_file(url: str) -> Iterator[Path]:
+    fs = check_bucket(url, StoreError, "export")
+    name = url_name(url)
+    with tempfile.TemporaryDirectory(prefix="geoseg-export-") as tmp:
+        staging = Path(tmp) / name
+        yield staging
+        try:
+            fs.put_file(str(staging), url)
+        except Exception as e:  # noqa: BLE001  (botocore, aiohttp, gcsfs each raise their own kinds)
+            raise StoreError(f"{explain(url, e)} (while uploading the export)") from None

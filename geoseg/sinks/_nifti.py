@@ -9,16 +9,17 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from geoseg._remote import is_url
 from geoseg.errors import StoreError
 
-from ._export import finished_group, output_file
+from ._export import finished_group, output_file, written
 from ._store import StoreLike, as_store
 from ._zarr import array as zarr_array
 
 __all__ = ["export_nifti"]
 
 
-def export_nifti(store: StoreLike, name: str, out: str | os.PathLike[str], array: str = "mask") -> Path:
+def export_nifti(store: StoreLike, name: str, out: str | os.PathLike[str], array: str = "mask") -> Path | str:
     """Write ``<store>/<name>/<array>`` (``mask`` or ``lesion_id``) as ``.nii``/``.nii.gz``.
 
     The header is the input's first modality's (qform, sform and their codes kept), so the
@@ -32,9 +33,11 @@ def export_nifti(store: StoreLike, name: str, out: str | os.PathLike[str], array
     data = np.asarray(zarr_array(g, array)[...])
     affine = np.asarray(attrs["affine"], np.float64)
     files = meta.get("files") or [""]
-    source = Path(str(files[0]))
-    if source.is_file():
-        header: Any = nib.load(source).header.copy()
+    source = str(files[0])
+    if is_url(source) or Path(source).is_file():
+        from geoseg.sources import nifti_image  # noqa: PLC0415  (the input's header: only for this export)
+
+        header: Any = nifti_image(source).header.copy()
         header.set_data_dtype(data.dtype)
         header.set_slope_inter(1.0, 0.0)
         img = nib.Nifti1Image(data, header.get_best_affine(), header)
@@ -48,4 +51,4 @@ def export_nifti(store: StoreLike, name: str, out: str | os.PathLike[str], array
         raise StoreError(f"{out}: a NIfTI export needs a .nii or .nii.gz name (from {as_store(store).url}/{name})")
     with output_file(out, "NIfTI file") as staging:
         nib.save(img, staging)
-    return Path(out)
+    return written(out)

@@ -9,14 +9,16 @@ one place that knows which key holds what.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from zarr.abc.store import Store as ZarrStore
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
+from zarr.storage import FsspecStore, LocalStore
 
+from geoseg._remote import check_bucket, check_url, explain, filesystem, is_url
 from geoseg.errors import StoreError
 
 __all__ = ["Store", "StoreLike", "as_store"]
@@ -25,18 +27,27 @@ __all__ = ["Store", "StoreLike", "as_store"]
 class Store:
     """A Zarr store by URL, with the few key operations geoseg needs beyond zarr's arrays.
 
-    ``url`` is a local folder (made absolute and normalised). Pickles as its URL, so tasks on
-    any node reopen it. Keys are ``/``-separated, relative to the store's root.
+    ``url`` is a local folder (made absolute and normalised) or an object-store URL
+    (``s3://bucket/prefix``, ``gs://``, ``az://``; see :mod:`geoseg._remote`), whose
+    credentials and endpoint come from the environment. Pickles as its URL, so tasks on any
+    node reopen it. Keys are ``/``-separated, relative to the store's root.
+
+    Raises:
+        StoreError: a URL geoseg cannot use (unknown scheme, its library not installed,
+            credentials in the URL).
     """
 
     def __init__(self, url: str | os.PathLike[str]) -> None:
         text = os.fspath(url)
-        if "://" in text and not text.startswith("file://"):
-            scheme = text.split("://", 1)[0]
-            raise StoreError(f"{text}: stores on {scheme}:// are not supported yet; give a local folder")
-        path = Path(text.removeprefix("file://")).expanduser()
-        self.path = Path(os.path.normpath(path.absolute()))
-        self.url = str(self.path)
+        self.remote = is_url(text)
+        if self.remote:
+            check_url(text, StoreError, "store")
+            self.url = text.rstrip("/")
+            self.path = Path(text)  # for messages only: never opened
+        else:
+            path = Path(text.removeprefix("file://")).expanduser()
+            self.path = Path(os.path.normpath(path.absolute()))
+            self.url = str(self.path)
         self._zarr: ZarrStore | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -52,19 +63,43 @@ class Store:
     def zarr(self) -> ZarrStore:
         """The zarr store object, for ``zarr.open_group(store.zarr, ...)``."""
         if self._zarr is None:
-            self._zarr = LocalStore(self.path)
+            if self.remote:
+                root = self.url.split("://", 1)[1]
+                self._zarr = FsspecStore(filesystem(self.url, asynchronous=True), path=root)
+            else:
+                self._zarr = LocalStore(self.path)
         return self._zarr
 
     def exists(self) -> bool:
         """Whether anything is stored yet (a store that is a file raises)."""
+        if self.remote:
+            return bool(self._remote_call("read", lambda fs: fs.ls(self.url, detail=False)))
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.url}: is a file, not a Zarr store folder; give a store folder")
         return self.path.is_dir()
 
+    def _remote_call(self, what: str, call: Any) -> Any:
+        """``call(fs)`` on the object store, its failures as one line (a missing prefix is empty)."""
+        fs = filesystem(self.url)
+        try:
+            return call(fs)
+        except FileNotFoundError:
+            check_bucket(self.url, StoreError)  # a missing bucket, not a missing prefix: say so
+            return []
+        except Exception as e:  # noqa: BLE001  (botocore, aiohttp, gcsfs each raise their own kinds)
+            raise StoreError(f"{explain(self.url, e)} (while trying to {what} the store)") from None
+
     def check_writable(self) -> None:
         """Raise one line where the store cannot be created or written: tries it (creating the
-        folder, and removing it again when this call made it), since permission bits do not tell
-        for root or for file systems such as /proc."""
+        folder, and removing it again when this call made it; on an object store, writing and
+        deleting a probe key), since permission bits do not tell for root or for file systems
+        such as /proc, nor bucket policies for object stores."""
+        if self.remote:
+            check_bucket(self.url, StoreError)
+            key = f"{self.url}/.geoseg/probe-{uuid.uuid4().hex}"
+            self._remote_call("write to", lambda fs: fs.pipe_file(key, b""))
+            self._remote_call("write to", lambda fs: fs.rm_file(key))
+            return
         if self.exists():
             if not os.access(self.path, os.W_OK | os.X_OK):
                 raise StoreError(f"{self.url}: the store is not writable; check permissions or choose another --output")
@@ -96,6 +131,8 @@ class Store:
         try:
             sync(self.zarr.set(key, default_buffer_prototype().buffer.from_bytes(data)))
         except OSError as e:
+            if self.remote:
+                raise StoreError(f"{explain(self.url, e)} (while writing {key})") from None
             raise StoreError(f"{self.url}: cannot write {key} ({e.strerror or e}); check the store is writable") from None
 
     def has(self, key: str) -> bool:
@@ -103,7 +140,7 @@ class Store:
 
     def list_prefix(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (a folder-like prefix ending in ``/``), sorted."""
-        if not self.path.is_dir():
+        if not self.remote and not self.path.is_dir():
             return []
 
         async def collect() -> list[str]:
@@ -116,6 +153,8 @@ class Store:
         try:
             sync(self.zarr.delete_dir(prefix.rstrip("/")))
         except OSError as e:
+            if self.remote:
+                raise StoreError(f"{explain(self.url, e)} (while deleting {prefix})") from None
             raise StoreError(f"{self.url}: cannot delete {prefix} ({e.strerror or e}); check permissions") from None
 
 

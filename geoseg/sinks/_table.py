@@ -7,26 +7,28 @@ import os
 from pathlib import Path
 
 from geoseg.errors import StoreError
+from geoseg.sinks._export import output_file, written
 from geoseg.sinks._zarr import read_table
 
 __all__ = ["export_table"]
 
 
-def export_table(store: str | os.PathLike[str], name: str, table: str, out: str | os.PathLike[str]) -> Path:
-    """Write ``<store>/<name>/<table>`` to ``out``: Parquet for ``.parquet``, else CSV."""
+def export_table(store: str | os.PathLike[str], name: str, table: str, out: str | os.PathLike[str]) -> Path | str:
+    """Write ``<store>/<name>/<table>`` to ``out`` (a file or an object URL): Parquet for
+    ``.parquet``, else CSV."""
     columns = read_table(store, name, table)
-    out = Path(out)
-    try:
-        if out.suffix == ".parquet":
-            import pyarrow as pa  # noqa: PLC0415
-            import pyarrow.parquet as pq  # noqa: PLC0415
+    with output_file(out, "table") as staging:
+        try:
+            if os.fspath(out).endswith(".parquet"):
+                import pyarrow as pa  # noqa: PLC0415
+                import pyarrow.parquet as pq  # noqa: PLC0415
 
-            pq.write_table(pa.table(columns), out)
-        else:
-            with out.open("w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(columns)
-                w.writerows(zip(*(c.tolist() for c in columns.values()), strict=True))
-    except OSError as e:
-        raise StoreError(f"{out}: cannot write the table ({e.strerror}); check the folder exists") from None
-    return out
+                pq.write_table(pa.table(columns), staging)
+            else:
+                with staging.open("w", newline="") as f:
+                    w = csv.writer(f)
+                    w.writerow(columns)
+                    w.writerows(zip(*(c.tolist() for c in columns.values()), strict=True))
+        except OSError as e:
+            raise StoreError(f"{out}: cannot write the table ({e.strerror}); check the folder exists") from None
+    return written(out)

@@ -17,7 +17,7 @@ import numpy as np
 
 from geoseg.errors import StoreError
 
-from ._export import finished_group, output_file
+from ._export import finished_group, output_file, written
 from ._store import StoreLike
 from ._zarr import INSTANCE_FILL, read_table
 from ._zarr import array as zarr_array
@@ -80,7 +80,7 @@ def object_frame(store: StoreLike, name: str) -> Any:
     return gpd.GeoDataFrame(data, geometry=geometry, crs=attrs.get("proj:wkt2") or None)
 
 
-def export_objects(store: StoreLike, name: str, out: str | os.PathLike[str], fmt: VectorFormat) -> Path:
+def export_objects(store: StoreLike, name: str, out: str | os.PathLike[str], fmt: VectorFormat) -> Path | str:
     """Write the objects of scene ``name`` to ``out``.
 
     ``geoparquet``: GeoParquet 1.x (``GeoDataFrame.to_parquet``), in the scene's CRS;
@@ -104,4 +104,4 @@ def export_objects(store: StoreLike, name: str, out: str | os.PathLike[str], fmt
                 frame.drop(columns="geometry").to_csv(target, index=False)
         except (ValueError, RuntimeError) as e:
             raise StoreError(f"{out}: cannot write the {fmt} ({e}); check the folder and free space") from None
-    return Path(out)
+    return written(out)

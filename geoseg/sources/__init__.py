@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, open_case
+from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, nifti_image, open_case
 
 if TYPE_CHECKING:
-    from geoseg.sources._geotiff import SUPPORTED_DTYPES, RasterInfo, open_raster, read_window
+    from geoseg.sources._geotiff import SUPPORTED_DTYPES, RasterInfo, open_raster, opened, read_window
 
-_LAZY = {"SUPPORTED_DTYPES", "RasterInfo", "open_raster", "read_window"}
+_LAZY = {"SUPPORTED_DTYPES", "RasterInfo", "open_raster", "opened", "read_window"}
 
 __all__ = [
     "DEFAULT_PATTERNS",
@@ -22,8 +22,10 @@ __all__ = [
     "CaseInfo",
     "RasterInfo",
     "load_case",
+    "nifti_image",
     "open_case",
     "open_raster",
+    "opened",
     "read_window",
 ]
 

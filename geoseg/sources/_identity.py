@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from geoseg._remote import filesystem, is_url, url_name
+
 __all__ = ["content_identity", "FULL_HASH_BYTES", "relative_hint"]
 
 
@@ -31,10 +33,14 @@ _SAMPLE = 1 << 20
 _SAMPLES = 64
 
 
-def _file_digest(path: Path, h: hashlib._Hash) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size};".encode())
-    with path.open("rb") as f:
+def _file_digest(path: Path | str, h: hashlib._Hash) -> None:
+    if isinstance(path, str):  # an object URL: the same digest from ranged reads
+        fs = filesystem(path)
+        size, name, opened = int(fs.size(path)), url_name(path), fs.open(path, "rb", block_size=_SAMPLE)
+    else:
+        size, name, opened = path.stat().st_size, path.name, path.open("rb")
+    h.update(f"{name}:{size};".encode())
+    with opened as f:
         if size <= FULL_HASH_BYTES:
             while chunk := f.read(1 << 22):
                 h.update(chunk)
@@ -49,13 +55,16 @@ def _file_digest(path: Path, h: hashlib._Hash) -> None:
             h.update(f.read(_SAMPLE))
 
 
-def content_identity(paths: Sequence[Path], salt: str = "") -> str:
+def content_identity(paths: Sequence[Path | str], salt: str = "") -> str:
     """sha256 over the names, sizes and bytes of ``paths`` (sampled for files over 64 MiB).
+
+    A ``str`` is an object URL (``s3://...``): the same bytes give the same identity whether
+    local or in an object store, so a job's fingerprint does not depend on where its inputs lie.
 
     Raises:
         OSError: a file that cannot be read (callers turn it into a one-line SourceError).
     """
     h = hashlib.sha256(salt.encode())
     for p in paths:
-        _file_digest(Path(p), h)
+        _file_digest(p if isinstance(p, str) and is_url(p) else Path(p), h)
     return h.hexdigest()

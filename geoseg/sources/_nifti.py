@@ -24,11 +24,12 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
+from geoseg._remote import check_bucket, check_url, explain, filesystem, is_url, join, url_name
 from geoseg.core.volume import Orientation, check_affine, orientation_of, voxel_volume_mm3
 from geoseg.errors import InputError, SourceError, SpecError, first_line
 from geoseg.sources._identity import content_identity, relative_hint
 
-__all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case"]
+__all__ = ["DEFAULT_PATTERNS", "CaseInfo", "open_case", "load_case", "nifti_image"]
 
 _NOT_LABELS = ("!*mask.nii*", "!*seg*", "!*label*")
 _T1C = ("*t1c*", "*t1ce*", "*t1gd*", "*t1_gd*", "*t1-gd*", "*t1post*", "*t1_post*", "*t1-post*")
@@ -117,15 +118,34 @@ def _is_nifti(name: str) -> bool:
     return name.lower().endswith(_SUFFIXES) and not name.startswith(".")
 
 
-def _find_files(folder: Path, modalities: tuple[str, ...], table: dict[str, tuple[str, ...]]) -> list[Path]:
+def _list_folder(folder: Path | str) -> list[str]:
+    """Names of the NIfTI files in a case folder (or under an object URL's prefix), sorted."""
+    if isinstance(folder, str):
+        fs = filesystem(folder)
+        try:
+            names = [url_name(k) for k in fs.ls(folder, detail=False)]
+        except FileNotFoundError:
+            names = []
+        except Exception as e:  # noqa: BLE001  (botocore, aiohttp, gcsfs each raise their own kinds)
+            raise SourceError(explain(folder, e)) from None
+        if not names:
+            check_bucket(folder, SourceError, "input")
+            raise SourceError(f"{folder}: no such case folder or object; check the URL")
+        return sorted(n for n in names if _is_nifti(n))
     try:
-        present = sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_nifti(e.name))
+        return sorted(e.name for e in os.scandir(folder) if e.is_file() and _is_nifti(e.name))
     except OSError as e:
         raise SourceError(
             f"{folder}: cannot list the case folder ({e.strerror or e}); check permissions"
         ) from None
+
+
+def _find_files(
+    folder: Path | str, modalities: tuple[str, ...], table: dict[str, tuple[str, ...]]
+) -> list[Path | str]:
+    present = _list_folder(folder)
     shown = ", ".join(present[:30]) + (f", ... ({len(present)} in all)" if len(present) > 30 else "")
-    found: list[Path] = []
+    found: list[Path | str] = []
     owner: dict[str, str] = {}
     for mod in modalities:
         hits = [n for n in present if _matches(n, table[mod])]
@@ -147,12 +167,47 @@ def _find_files(folder: Path, modalities: tuple[str, ...], table: dict[str, tupl
                 f"modality_patterns in the spec so each modality has its own file"
             )
         owner[hits[0]] = mod
-        found.append(folder / hits[0])
+        found.append(join(folder, hits[0]) if isinstance(folder, str) else folder / hits[0])
     return found
 
 
-def _open_image(path: Path) -> Any:
-    """``nibabel.load`` with its failures as one-line :class:`SourceError`; reads the header only."""
+def _remote_image(url: str) -> Any:
+    """A NIfTI image from an object URL: its bytes through fsspec (gunzipped for ``.gz``) into
+    nibabel, checked complete (a volume is small: the whole file is read once)."""
+    fs = filesystem(url)
+    try:
+        raw = fs.cat_file(url)
+    except FileNotFoundError:
+        check_bucket(url, SourceError, "input")
+        raise SourceError(f"{url}: no such object; check the URL") from None
+    except Exception as e:  # noqa: BLE001  (botocore, aiohttp, gcsfs each raise their own kinds)
+        raise SourceError(explain(url, e)) from None
+    if url.lower().endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise SourceError(
+                f"{url}: compressed data is truncated or corrupt ({first_line(e, url)}); re-copy or re-export it"
+            ) from None
+    try:
+        img = nib.Nifti1Image.from_bytes(raw)
+    except _READ_ERRORS as e:
+        raise SourceError(f"{url}: not a readable NIfTI ({first_line(e, url)}); re-export it as .nii or .nii.gz") from None
+    proxy: Any = img.dataobj
+    expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
+    if len(raw) < expected:
+        raise SourceError(
+            f"{url}: file is truncated ({len(raw)} bytes of image file, header needs {expected}); re-copy "
+            f"or re-export it"
+        )
+    return img
+
+
+def _open_image(path: Path | str) -> Any:
+    """``nibabel.load`` with its failures as one-line :class:`SourceError`; reads the header
+    only (of an object URL, the whole file)."""
+    if isinstance(path, str) and is_url(path):
+        return _remote_image(path)
     try:
         img = nib.load(str(path))
     except _READ_ERRORS as e:
@@ -164,7 +219,7 @@ def _open_image(path: Path) -> Any:
     return img
 
 
-def _spatial_dims(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _spatial_dims(path: Path | str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape without trailing length-1 axes past the third: (X, Y, Z) or (X, Y, Z, N)."""
     dims = list(shape)
     while len(dims) > 3 and dims[-1] == 1:
@@ -184,7 +239,7 @@ def _spatial_dims(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _check_dtype(path: Path, dtype: np.dtype) -> None:
+def _check_dtype(path: Path | str, dtype: np.dtype) -> None:
     if dtype.kind not in "biuf" or dtype.fields is not None:
         raise InputError(
             f"{path}: voxel type {dtype} is not a real number type; convert to float32 "
@@ -192,13 +247,20 @@ def _check_dtype(path: Path, dtype: np.dtype) -> None:
         )
 
 
-def _check_complete(path: Path, img: Any) -> None:
+def nifti_image(path: str) -> Any:
+    """The ``Nifti1Image`` of a file or object URL (one line :class:`SourceError` where unreadable)."""
+    return _open_image(path if is_url(path) else Path(path))
+
+
+def _check_complete(path: Path | str, img: Any) -> None:
     """Raise if the file holds fewer bytes than its header promises, cheaply where possible.
 
     An uncompressed file is checked by size. A gzip file first by its trailer (the uncompressed
     size mod 2**32, which a truncated file lacks); only on a mismatch (or an unusual file with
     several gzip members) is it decompressed in full to tell truncation from a false alarm.
     """
+    if isinstance(path, str):
+        return  # an object URL: checked as it was read (_remote_image)
     proxy = img.dataobj  # nibabel's ArrayProxy: the offset, shape and dtype it will read
     expected = int(proxy.offset) + int(np.prod(proxy.shape)) * np.dtype(proxy.dtype).itemsize
     try:
@@ -240,8 +302,8 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
 
 
 def _read_header(
-    path: Path, n_modalities: int, stacked: bool
-) -> tuple[Path, tuple[int, ...], np.ndarray, np.dtype]:
+    path: Path | str, n_modalities: int, stacked: bool
+) -> tuple[Path | str, tuple[int, ...], np.ndarray, np.dtype]:
     """Open one file's header and check it: ``(path, (X, Y, Z), affine, on-disk dtype)``."""
     img = _open_image(path)
     dims = _spatial_dims(path, tuple(int(s) for s in img.shape))
@@ -283,12 +345,21 @@ def open_case(
             modalities of different shapes or affines, a singular affine, a complex voxel type.
     """
     mods = _check_modalities(modalities)
-    p = Path(path)
-    if not p.exists():
+    text = os.fspath(path)
+    p: Path | str = text.rstrip("/") if is_url(text) else Path(path)
+    files: list[Path | str]
+    if isinstance(p, str):  # an object URL: a .nii/.nii.gz object, or a prefix holding a case
+        check_url(p, SourceError, "input")
+        name = url_name(p)
+        if _is_nifti(name):
+            files, stacked = [p] * len(mods), True
+        else:
+            files, stacked = _find_files(p, mods, _pattern_table(mods, patterns)), False
+    elif not p.exists():
         raise SourceError(
             f"{p}: no such case folder or file; check the path{relative_hint(p)}"
         )
-    if p.is_dir():
+    elif p.is_dir():
         files = _find_files(p, mods, _pattern_table(mods, patterns))
         name = p.name
         stacked = False
@@ -296,8 +367,10 @@ def open_case(
         if not _is_nifti(p.name):
             raise SourceError(f"{p}: not a .nii or .nii.gz file; give a NIfTI file or a case folder")
         files = [p] * len(mods)
-        name = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".nii.gz") else p.stem
+        name = p.name
         stacked = True
+    if stacked:
+        name = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name.rsplit(".", 1)[0]
 
     headers = [_read_header(f, len(mods), stacked) for f in dict.fromkeys(files)]
     f0, shape, aff, _ = headers[0]
@@ -318,12 +391,14 @@ def open_case(
     try:
         identity = content_identity(list(dict.fromkeys(files)), salt="modalities=" + ",".join(mods) + ";")
     except OSError as e:
+        if isinstance(p, str):
+            raise SourceError(explain(p, e)) from None
         raise SourceError(f"{p}: cannot read it ({e.strerror or e}); check permissions") from None
     return CaseInfo(
-        path=str(p.resolve()),
+        path=p if isinstance(p, str) else str(p.resolve()),
         name=name,
         modalities=mods,
-        files=tuple(str(f.resolve()) for f in files),
+        files=tuple(f if isinstance(f, str) else str(f.resolve()) for f in files),
         stacked=stacked,
         shape_xyz=(int(shape[0]), int(shape[1]), int(shape[2])),
         affine=tuple(tuple(float(x) for x in row) for row in aff),  # type: ignore[misc]
@@ -335,7 +410,7 @@ def open_case(
 
 def _read_voxels(path: str, shape: tuple[int, ...]) -> np.ndarray:
     """All voxels of ``path`` as float32 (scaling applied), trailing length-1 axes dropped."""
-    img = _open_image(Path(path))
+    img = _open_image(path if is_url(path) else Path(path))
     try:
         data = img.get_fdata(dtype=np.float32, caching="unchanged")
     except _READ_ERRORS as e:
