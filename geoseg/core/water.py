@@ -9,7 +9,9 @@ the threshold :func:`otsu_threshold` picks from it (Otsu 1979, as
 
 :func:`scaled_for_threshold` moves a threshold into the bands: ``(a - b) / (a + b) > t``
 exactly where ``a (1 - t) > b (1 + t)`` (for ``a + b > 0`` and ``-1 < t < 1``), so a model that
-thresholds at 0 thresholds the scaled bands at ``t`` and one model serves every scene.
+thresholds at 0 thresholds the scaled bands at ``t`` and one model serves every scene. (Where
+``a + b == 0`` the index is 0 either way, so such a pixel is never above a threshold moved
+into the bands, even a negative one.)
 
 Pure numpy: no I/O, no Ray, no torch.
 """
