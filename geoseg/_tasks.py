@@ -20,6 +20,7 @@ from geoseg.core.grid import Block, PatchGrid
 from geoseg.core.lesions import drop_small_lesions, label_lesions, lesion_table
 from geoseg.core.stitch import PatchOutput, StitchMode, extract_patches, stitch_extent
 from geoseg.core.volume import normalise_case, slice_stack
+from geoseg.core.water import scaled_for_threshold
 from geoseg.sinks import Store, mark_block_done, write_block, write_volume
 from geoseg.sources import CaseInfo, RasterInfo, load_case, read_window
 
@@ -75,14 +76,22 @@ class RasterRead:
     bands: tuple[int, ...]
     grid: PatchGrid
     block: Block
+    threshold_of: tuple[str, str] | None = None  # (store URL, group): an index model's chosen threshold
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
-        """(N, C, P, P) patches in the file's dtype, and the block's (h, w) validity."""
+        """(N, C, P, P) patches in the file's dtype (float32 with ``threshold_of``: the two bands
+        scaled so that the index thresholds at the group's chosen value), and the block's (h, w)
+        validity."""
         ids = list(self.block.core_patches())
         wins = [self.grid.window(iy, ix) for iy, ix in ids]
         y0, x0 = min(w[0] for w in wins), min(w[1] for w in wins)
         y1, x1 = max(w[2] for w in wins), max(w[3] for w in wins)
         pixels, valid = read_window(self.info, (y0, x0, y1, x1), self.bands)
+        if self.threshold_of is not None:
+            from geoseg._water import read_threshold  # noqa: PLC0415
+
+            t = read_threshold(Store(self.threshold_of[0]), self.threshold_of[1])
+            pixels = np.stack(scaled_for_threshold(pixels[0], pixels[1], t))
         patches = extract_patches(pixels, (y0, x0), self.grid, ids)
         ey0, ex0, ey1, ex1 = self.block.extent
         return patches, np.ascontiguousarray(valid[ey0 - y0 : ey1 - y0, ex0 - x0 : ex1 - x0])

@@ -90,6 +90,17 @@ def _positive_int(text: str) -> int:
 _positive_int.__name__ = "positive int"  # argparse names the type in "invalid positive int value: '0'"
 
 
+def _metres(text: str) -> float:
+    """argparse type: a finite distance in metres >= 0."""
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
+_metres.__name__ = "distance in metres (>= 0)"
+
+
 def _run_data(args: argparse.Namespace) -> tuple[dict[str, Any], str, Path | None]:
     """The job spec as a mapping: the YAML file's fields, then the flags over them.
 
@@ -170,10 +181,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from geoseg.sinks import export_cog, export_nifti, export_objects, export_table  # noqa: PLC0415
+    from geoseg.sinks import export_cog, export_nifti, export_table, export_vectors  # noqa: PLC0415
 
-    if args.format in ("geoparquet", "geojson", "csv"):
-        out = export_objects(args.store, args.name, args.out, args.format)
+    if args.format in ("geoparquet", "geojson", "gpkg", "csv"):
+        totals = export_vectors(
+            args.store, args.name, args.out, args.format, args.geometry, args.classes, args.simplify
+        )
+        print(totals.line())
+        out = args.out
+    elif (args.geometry, args.classes, args.simplify) != ("polygons", None, 0.0):
+        raise SpecError(
+            f"--geometry, --class and --simplify are for vector formats (gpkg, geoparquet, geojson, csv), not {args.format}"
+        )
     elif args.format == "cog":
         out = export_cog(args.store, args.name, args.out, array=args.array or "mask")
     elif args.format == "nifti":
@@ -307,10 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("store", type=_location, help="Zarr store written by geoseg run (a folder or s3:// URL)")
     e.add_argument("--name", required=True, help="scene group name (the input's file stem)")
     e.add_argument(
-        "--format", default="cog", choices=["cog", "nifti", "table", "geoparquet", "geojson", "csv"],
+        "--format", default="cog", choices=["cog", "nifti", "table", "gpkg", "geoparquet", "geojson", "csv"],
         help="cog: a raster scene as Cloud-Optimised GeoTIFF; nifti: an MRI case on its input grid; "
-        "table: a table (lesions, objects) as .csv or .parquet (by --out's suffix); geoparquet, geojson, csv: "
-        "a scene's objects (--instances components) with their polygons (csv: without)",
+        "table: a table (lesions, objects) as .csv or .parquet (by --out's suffix); gpkg, geoparquet, geojson, csv: "
+        "a scene's vectors, merged across blocks, with per-scene totals (csv: without geometry)",
+    )  # fmt: skip
+    e.add_argument(
+        "--geometry", default="polygons", choices=["polygons", "lines"],
+        help="vector formats: polygons (water, objects; holes kept) or lines (centre lines of roads); default polygons",
+    )  # fmt: skip
+    e.add_argument(
+        "--class", dest="classes", action="append", metavar="NAME",
+        help="vector formats: the class to export (repeatable); default every class but the first",
+    )  # fmt: skip
+    e.add_argument(
+        "--simplify", type=_metres, default=0.0, metavar="METRES",
+        help="vector formats: simplify each geometry with this tolerance in metres (topology kept); default 0, none",
     )  # fmt: skip
     e.add_argument("--array", help="which array: mask (default), probs, lesion_id, instance_id; or table name for --format table")
     e.add_argument("--out", required=True, type=_location, help="output file or s3:// URL")

@@ -32,7 +32,8 @@ def finish_group(store: Store, group: GroupPlan, extra: Mapping[str, Any]) -> st
 
     Tables named in ``group.tables`` are assembled from the markers' stats (each marker holds
     its block's rows as columns) and written as ``<name>/<table>``. ``extra`` goes into the
-    group's ``geoseg`` attributes (counts, numerics).
+    group's ``geoseg`` attributes (counts, numerics), and so does each marker's ``meta`` (what a
+    phase chose, e.g. an Otsu ``threshold``).
     """
     markers = read_markers(store, group.name)
     missing = [k for k in group.marker_keys if k not in markers]
@@ -44,5 +45,6 @@ def finish_group(store: Store, group: GroupPlan, extra: Mapping[str, Any]) -> st
             for col, values in markers[key].get(table, {}).items():
                 columns.setdefault(col, []).extend(values)
         write_table(store, group.name, table, {c: _column(c, v) for c, v in columns.items()})
-    complete_group(store, group.name, {**extra, "blocks": len(group.jobs)})
+    chosen = {k: v for key in group.marker_keys for k, v in markers[key].get("meta", {}).items()}
+    complete_group(store, group.name, {**extra, **chosen, "blocks": len(group.jobs)})
     return ""

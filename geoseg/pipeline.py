@@ -406,6 +406,8 @@ class _Group:
     users_of: dict[int, list[_Block]] = field(default_factory=dict)  # block index -> writes taking it
     writes_left: int = 0
     phase: int = 0
+    before: int = -1  # the earlier phase running (-1: none, or all done)
+    waiting: list[_Block] = field(default_factory=list)  # blocks held back until the earlier phases end
     tasks: dict[Any, TaskJob] = field(default_factory=dict)
     task_attempts: dict[str, int] = field(default_factory=dict)
     failed: bool = False
@@ -460,7 +462,11 @@ class _Scheduler:
                     g.blocks[k].users += 1
                     g.users_of.setdefault(k, []).append(g.blocks[j.index])
             g.writes_left = len(pending)
-            self.queue.extend(g.blocks[j.index] for j in g.plan.predict)
+            queued = [g.blocks[j.index] for j in g.plan.predict]
+            if any(g.plan.before_pending):
+                g.before, g.waiting = 0, queued
+            else:
+                self.queue.extend(queued)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -483,7 +489,9 @@ class _Scheduler:
 
     def run(self) -> None:
         for g in self.groups:
-            if not g.plan.pending:
+            if g.before >= 0:
+                self._before_model_phase(g)
+            elif not g.plan.pending:
                 self._after_model_phase(g)
         while True:
             while self.queue and self.held < self.limit:
@@ -735,7 +743,22 @@ class _Scheduler:
         b.patches = b.valid = None
         b.pieces = []
 
-    # -- later phases and finishing ------------------------------------------------------------
+    # -- earlier and later phases, finishing -----------------------------------------------------
+
+    def _before_model_phase(self, g: _Group) -> None:
+        """Submit the group's next earlier phase; after the last, queue its blocks."""
+        phases = g.plan.before_pending
+        while g.before < len(phases) and not phases[g.before]:
+            g.before += 1
+        if g.before < len(phases):
+            for t in phases[g.before]:
+                self._submit_task(g, t)
+            return
+        g.before = -1
+        self.queue.extend(g.waiting)
+        g.waiting = []
+        if not g.plan.pending:
+            self._after_model_phase(g)
 
     def _after_model_phase(self, g: _Group) -> None:
         phases = g.plan.later_pending
@@ -772,6 +795,10 @@ class _Scheduler:
             return
         if g.failed or g.tasks:
             return
+        if g.before >= 0:
+            g.before += 1
+            self._before_model_phase(g)
+            return
         g.phase += 1
         self._after_model_phase(g)
 
@@ -787,6 +814,9 @@ class _Scheduler:
         }
         why = finish_group(self.store, g.plan, extra)
         g.done = True
+        if g.plan.before and not why:
+            chosen = group_meta(self.store, g.plan.name).get("threshold")
+            g.res.threshold = float(chosen["value"]) if isinstance(chosen, dict) else None
         g.res.seconds = time.perf_counter() - g.t0 if g.t0 else 0.0
         if why:
             g.res.status, g.res.error = "failed", why

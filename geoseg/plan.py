@@ -4,7 +4,8 @@ One group per input (a raster scene or an MRI case), one Zarr group each. A grou
 a list of :class:`BlockJob` (a raster block, or a whole case as one block), each carrying what
 its read task reads, what its write task writes and which blocks' predictions it needs
 (``gaussian`` stitching needs the neighbours'). Later phases (:class:`TaskJob`, no model) run
-after a group's model phase, e.g. a chunk-aligned pass that joins instance ids across blocks.
+after a group's model phase, e.g. a chunk-aligned pass that joins instance ids across blocks;
+earlier phases run before it, e.g. the histogram pass that chooses a scene's Otsu threshold.
 The scheduler in :mod:`geoseg.pipeline` runs any such list without knowing rasters from volumes.
 
 Planning reads the inputs' metadata and the store's status; it writes nothing. What geoseg
@@ -26,7 +27,7 @@ from geoseg._tasks import BlockRead, BlockWrite, CaseRead, CaseWrite, RasterRead
 from geoseg.core.grid import Block, PatchGrid, Tiling, blocks, patch_grid
 from geoseg.core.stitch import PatchOutput
 from geoseg.errors import GeosegError, SpecError, StoreError
-from geoseg.models import ModelCard, instance_thresholds, resolve_bands
+from geoseg.models import INDEX_ARCHITECTURES, OTSU, ModelCard, instance_thresholds, resolve_bands
 from geoseg.sinks import SceneLayout, Store, VolumeLayout, done_blocks, group_status
 from geoseg.spec import JobSpec
 
@@ -116,6 +117,7 @@ class GroupPlan:
     complete: bool = False
     later: tuple[tuple[TaskJob, ...], ...] = ()
     tables: tuple[str, ...] = ()
+    before: tuple[tuple[TaskJob, ...], ...] = ()
 
     @property
     def pending(self) -> tuple[BlockJob, ...]:
@@ -140,13 +142,25 @@ class GroupPlan:
         return tuple(tuple(t for t in phase if t.key not in self.done) for phase in self.later)
 
     @property
+    def before_pending(self) -> tuple[tuple[TaskJob, ...], ...]:
+        """Earlier-phase jobs still to run, phase by phase (none once the model phase started:
+        its blocks need what the earlier phases made)."""
+        if self.complete:
+            return ()
+        return tuple(tuple(t for t in phase if t.key not in self.done) for phase in self.before)
+
+    @property
     def has_work(self) -> bool:
-        return bool(self.pending) or any(self.later_pending)
+        return bool(self.pending) or any(self.later_pending) or any(self.before_pending)
 
     @property
     def marker_keys(self) -> tuple[str, ...]:
-        """Every marker a finished group has: one per block job and per later-phase job."""
-        return tuple(j.key for j in self.jobs) + tuple(t.key for phase in self.later for t in phase)
+        """Every marker a finished group has: one per block job and per earlier- and later-phase job."""
+        return (
+            tuple(t.key for phase in self.before for t in phase)
+            + tuple(j.key for j in self.jobs)
+            + tuple(t.key for phase in self.later for t in phase)
+        )
 
 
 @dataclass(frozen=True)
@@ -284,6 +298,13 @@ def _plan_raster(
     resumed, complete, done = _store_state(store, name, fp, spec.overwrite)
     detections = card.task == "instance"
     needs = _dependencies(grid, blks, "detections" if detections else spec.stitch)
+    before: tuple[tuple[TaskJob, ...], ...] = ()
+    otsu = card.architecture in INDEX_ARCHITECTURES and card.params.get("threshold") == OTSU
+    if otsu:
+        from geoseg._water import threshold_phases  # noqa: PLC0415
+
+        phases = threshold_phases(name, [(b.name, b.extent) for b in blks], info, (bands[0], bands[1]), card.architecture)
+        before = tuple(tuple(TaskJob(k, t) for k, t in phase) for phase in phases)
 
     def write(b: Block) -> BlockWrite:
         sources = tuple(blks[k] for k in needs[b.index])
@@ -299,7 +320,7 @@ def _plan_raster(
             index=b.index,
             key=b.name,
             n_patches=n_cores(b),
-            read=RasterRead(info, bands, grid, b),
+            read=RasterRead(info, bands, grid, b, (store.url, name) if otsu else None),
             write=write(b),
             needs=needs[b.index],
         )
@@ -335,7 +356,7 @@ def _plan_raster(
         meta["instances"] = {"method": "model", "classes": list(card.classes[1:])}
     elif later:
         meta["instances"] = {"method": spec.instances, "classes": [card.classes[c] for c in objects]}
-    return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete, later)
+    return GroupPlan(name, str(path), fp, layout, meta, jobs, len(grid), done, resumed, complete, later, before=before)
 
 
 CASE_BLOCK = "case"

@@ -37,6 +37,7 @@ class InputReport:
     actor_failures: int = 0
     seconds: float = 0.0
     already: bool = False  # complete from an earlier run of the same job
+    threshold: float | None = None  # an index model's threshold chosen for this input (threshold: otsu)
 
     @property
     def inference_ratio(self) -> float:
@@ -56,6 +57,8 @@ class InputReport:
         )
         if self.patches_zero:
             text += f" ({self.patches_zero} all-zero, from one cached pass)"
+        if self.threshold is not None:
+            text += f"; Otsu threshold {self.threshold:.4f}"
         redone = [
             f"{n} {what}"
             for n, what in (

@@ -121,7 +121,7 @@ def test_every_object_gets_one_id_across_patch_and_block_seams() -> None:
     truth = reference_objects(codes)
     ids, objects = merge_scene(grid, records, 0.5)
     assert same_partition(ids, truth), "each object exactly one id, no id shared, no stray pixel"
-    assert len(objects.pixels) == truth.max() > 30
+    assert len(objects.pixels) == truth.max() > 20
     assert objects.pixels.tolist() == np.bincount(ids.ravel())[1:].tolist()
     for block_px in (224, 448, 896):
         np.testing.assert_array_equal(blocked_merge(grid, records, block_px, 0.5), ids)
@@ -203,7 +203,7 @@ def test_pipeline_ids_equal_the_reference_for_1_and_3_workers_and_two_block_size
     r2 = _run(scene, model, tmp_path / "b.zarr", block_px=896, workers=3)
     assert r1.ok and r2.ok, (r1, r2)
     for r in (r1, r2):
-        assert r.patches_forwarded == r.grid_patches == len(patch_grid(codes.shape)), "exactly-once inference"
+        assert r.inputs[0].patches_forwarded == r.inputs[0].grid_patches == len(patch_grid(codes.shape)), "exactly once"
     a = zarr.open_group(str(tmp_path / "a.zarr"), path="s", mode="r")
     ids = a["instance_id"][:]
     np.testing.assert_array_equal(ids, zarr.open_group(str(tmp_path / "b.zarr"), path="s", mode="r")["instance_id"][:])

@@ -19,7 +19,8 @@ def _imported(module: str) -> set[str]:
     return set(out.split())
 
 
-@pytest.mark.parametrize("module", ["geoseg.core.grid", "geoseg.core.stitch", "geoseg.core.volume", "geoseg.core.lesions"])
+@pytest.mark.parametrize("module", ["geoseg.core.grid", "geoseg.core.stitch", "geoseg.core.volume", "geoseg.core.lesions", "geoseg.core.water",
+     "geoseg.core.lines"])
 def test_core_imports_no_io_ray_or_torch(module: str) -> None:
     assert not _imported(module) & set(HEAVY), f"{module} must stay pure (numpy/scipy only)"
 

@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._bands import resolve_bands
+from ._builtin import INDEX_ARCHITECTURES, OTSU
 from ._card import BAND_ALIASES, TASKS, ModelCard, Normalisation, Task
 from ._params import instance_thresholds
 from ._registry import (
@@ -34,13 +35,14 @@ from ._spec import ModelSpec
 if TYPE_CHECKING:
     from ._checkpoint import save_checkpoint
     from ._load import load_model
-    from ._ndwi import NDWI
+    from ._ndwi import MNDWI, NDWI
     from ._unet import UNet
 
 _LAZY = {
     "load_model": "geoseg.models._load",
     "save_checkpoint": "geoseg.models._checkpoint",
     "NDWI": "geoseg.models._ndwi",
+    "MNDWI": "geoseg.models._ndwi",
     "UNet": "geoseg.models._unet",
 }
 
@@ -51,6 +53,9 @@ __all__ = [
     "ModelFactory",
     "ModelSpec",
     "NDWI",
+    "MNDWI",
+    "OTSU",
+    "INDEX_ARCHITECTURES",
     "Normalisation",
     "RegisteredModel",
     "Task",

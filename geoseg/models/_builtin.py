@@ -13,6 +13,9 @@ from ._card import ModelCard, Normalisation
 __all__ = [
     "NDWI_DEFAULTS",
     "NDWI_CARD",
+    "MNDWI_CARD",
+    "OTSU",
+    "INDEX_ARCHITECTURES",
     "UNET_DEFAULTS",
     "UNET_CARD",
     "TORCHVISION_ARCHITECTURES",
@@ -38,6 +41,29 @@ NDWI_CARD = ModelCard(
     ),
     licence="no weights",
 )
+
+MNDWI_CARD = ModelCard(
+    name="mndwi",
+    architecture="mndwi",
+    classes=("other", "water"),
+    bands=("green", "swir1"),
+    patch_px=256,
+    overlap_px=0,
+    params=dict(NDWI_DEFAULTS),
+    description=(
+        "Xu's modified NDWI = (green - swir1) / (green + swir1), water where MNDWI > threshold "
+        "(0 where green + swir1 = 0); SWIR1 separates water from built-up land better than NIR. "
+        "threshold: a number, or otsu (chosen per scene from a histogram over all its blocks). "
+        "Xu, H. (2006), Int. J. Remote Sensing 27(14):3025-3033."
+    ),
+    licence="no weights",
+)
+
+OTSU = "otsu"
+"""The ``threshold`` of an index model that is chosen per scene by Otsu's method."""
+
+INDEX_ARCHITECTURES = ("ndwi", "mndwi")
+"""Architectures whose ``threshold`` may be :data:`OTSU`."""
 
 UNET_DEFAULTS = {"base_channels": 32, "depth": 4, "context_slices": 0}
 

@@ -1,17 +1,24 @@
-"""McFeeters NDWI as a parameter-free segmentation model: water where NDWI > threshold."""
+"""Water indices as parameter-free segmentation models: water where the index > threshold.
+
+NDWI (McFeeters 1996): green vs NIR. MNDWI (Xu 2006): green vs SWIR1, which separates water
+from built-up land that NDWI confuses with it. ``threshold: otsu`` builds the model at 0: the
+scene's Otsu threshold reaches it through the bands (:func:`geoseg.core.water.scaled_for_threshold`).
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from geoseg.errors import ModelError
 
-from ._builtin import NDWI_CARD, NDWI_DEFAULTS
+from ._builtin import MNDWI_CARD, NDWI_CARD, NDWI_DEFAULTS, OTSU
 from ._card import ModelCard
 from ._params import card_params
 
-__all__ = ["NDWI", "NDWI_CARD", "build_ndwi"]
+__all__ = ["NDWI", "MNDWI", "NDWI_CARD", "MNDWI_CARD", "build_ndwi", "build_mndwi"]
 
 
 class NDWI(nn.Module):
@@ -27,16 +34,19 @@ class NDWI(nn.Module):
     [[[1, 0, 0]]]
     """
 
+    index = "ndwi"
+    inputs = "(green, nir)"
+
     def __init__(self, threshold: float = 0.0, gain: float = 10.0) -> None:
         super().__init__()
         if not gain > 0:
-            raise ModelError(f"ndwi gain {gain!r} must be > 0 so that argmax follows the threshold; use e.g. 10")
+            raise ModelError(f"{self.index} gain {gain!r} must be > 0 so that argmax follows the threshold; use e.g. 10")
         self.threshold = float(threshold)
         self.gain = float(gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 2:
-            raise ModelError(f"ndwi takes (N, 2, P, P) input (green, nir), got {tuple(x.shape)}")
+            raise ModelError(f"{self.index} takes (N, 2, P, P) input {self.inputs}, got {tuple(x.shape)}")
         x = x.to(torch.float32)
         green, nir = x[:, 0:1], x[:, 1:2]
         total = green + nir
@@ -49,12 +59,39 @@ class NDWI(nn.Module):
         return f"threshold={self.threshold}, gain={self.gain}"
 
 
-def build_ndwi(card: ModelCard) -> NDWI:
-    """The NDWI model for ``card`` (params ``threshold``, ``gain``); it takes exactly 2 bands."""
+class MNDWI(NDWI):
+    """Xu's MNDWI as two-class logits: :class:`NDWI`'s arithmetic on (green, swir1).
+
+    >>> x = torch.tensor([[[[3.0, 1.0]], [[1.0, 3.0]]]])  # (1, 2, 1, 2): green, swir1
+    >>> MNDWI(threshold=0.4)(x).argmax(dim=1).tolist()
+    [[[1, 0]]]
+    """
+
+    index = "mndwi"
+    inputs = "(green, swir1)"
+
+
+def _threshold(card: ModelCard, value: object) -> float:
+    """The threshold the module applies: 0 for ``otsu`` (the scene's threshold is in the bands)."""
+    return 0.0 if value == OTSU else float(value)  # type: ignore[arg-type]
+
+
+def _build(card: ModelCard, kind: type[NDWI]) -> NDWI:
     if len(card.bands) != 2 or len(card.classes) != 2:
         raise ModelError(
-            f"model {card.name!r}: ndwi takes 2 bands (green, nir) and gives 2 classes, the card lists "
+            f"model {card.name!r}: {kind.index} takes 2 bands {kind.inputs} and gives 2 classes, the card lists "
             f"bands {list(card.bands)} and classes {list(card.classes)}; fix the card"
         )
-    params = card_params(card, NDWI_DEFAULTS)
-    return NDWI(threshold=params["threshold"], gain=params["gain"])
+    threshold = card.params.get("threshold", NDWI_DEFAULTS["threshold"])
+    params = card_params(replace(card, params={**card.params, "threshold": _threshold(card, threshold)}), NDWI_DEFAULTS)
+    return kind(threshold=params["threshold"], gain=params["gain"])
+
+
+def build_ndwi(card: ModelCard) -> NDWI:
+    """The NDWI model for ``card`` (params ``threshold``, a number or ``otsu``, and ``gain``)."""
+    return _build(card, NDWI)
+
+
+def build_mndwi(card: ModelCard) -> NDWI:
+    """The MNDWI model for ``card`` (params ``threshold``, a number or ``otsu``, and ``gain``)."""
+    return _build(card, MNDWI)

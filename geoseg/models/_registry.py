@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from geoseg.errors import ModelError
 
 from ._builtin import (
+    MNDWI_CARD,
     MRI_TUMOUR_CARD,
     MRI_TUMOUR_WEIGHTS,
     NDWI_CARD,
@@ -161,6 +162,7 @@ def build_model(card: ModelCard) -> nn.Module:
 
 def _register_builtins() -> None:
     register_model("ndwi", NDWI_CARD, "geoseg.models._ndwi:build_ndwi")
+    register_model("mndwi", MNDWI_CARD, "geoseg.models._ndwi:build_mndwi")
     register_model("unet", UNET_CARD, "geoseg.models._unet:build_unet", needs_checkpoint=True)
     for architecture in TORCHVISION_ARCHITECTURES:
         register_model(

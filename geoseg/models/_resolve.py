@@ -13,6 +13,7 @@ from typing import Any
 
 from geoseg.errors import ModelError
 
+from ._builtin import INDEX_ARCHITECTURES, OTSU
 from ._card import ModelCard
 from ._files import archive_kind, file_digest, require_file
 from ._params import OUTPUT_PARAMS
@@ -136,6 +137,8 @@ def _same_kind(card: ModelCard, key: str, value: Any) -> Any:
         ModelError: naming ``model.params.<key>`` (``--param <key>=...``) and the kind wanted.
     """
     default = card.params.get(key)
+    if key == "threshold" and value == OTSU and card.architecture in INDEX_ARCHITECTURES:
+        return value
     numeric = isinstance(default, int | float) and not isinstance(default, bool)
     if not numeric:
         return value

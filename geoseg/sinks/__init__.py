@@ -5,7 +5,15 @@ from geoseg.sinks._layout import part_key
 from geoseg.sinks._nifti import export_nifti
 from geoseg.sinks._store import Store, StoreLike, as_store
 from geoseg.sinks._table import export_table
-from geoseg.sinks._vectors import VectorFormat, export_objects, object_frame
+from geoseg.sinks._vectors import (
+    VectorFormat,
+    VectorGeometry,
+    VectorTotals,
+    export_objects,
+    export_vectors,
+    object_frame,
+    vector_frame,
+)
 from geoseg.sinks._zarr import (
     SceneLayout,
     VolumeLayout,
@@ -60,4 +68,8 @@ __all__ = [
     "export_objects",
     "object_frame",
     "VectorFormat",
+    "VectorGeometry",
+    "VectorTotals",
+    "export_vectors",
+    "vector_frame",
 ]

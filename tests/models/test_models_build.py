@@ -22,7 +22,7 @@ from geoseg.models import (
 from geoseg.models._torchvision import TORCHVISION_ARCHITECTURES, TorchvisionSegmentation
 
 TORCHVISION = sorted(TORCHVISION_ARCHITECTURES)
-BUILTINS = ["ndwi", "unet", *TORCHVISION]
+BUILTINS = ["ndwi", "mndwi", "unet", *TORCHVISION]
 
 
 def _card(architecture: str, n_bands: int = 4, n_classes: int = 3, **params: object) -> ModelCard:
