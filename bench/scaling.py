@@ -1,0 +1,169 @@
+"""Scaling out and the cost of fault tolerance, on a simulated multi-node cluster, in one run.
+
+A ``ray.cluster_utils.Cluster``: a head that takes no work (``num_cpus=0``, as in cluster/)
+and two worker nodes of ``--node-cpus`` logical CPUs each, all on this machine. One generated
+4-band scene, a random-weight U-Net (``bench/_common.unet_bench_card``) for the scaling part
+and ``ndwi`` (where per-block overheads show most) for the costs.
+
+1. Throughput with 1, 2 and 4 CPU model actors: patches/s while the scheduler runs
+   (``report.run_seconds``), after a first run that starts the actors and loads the weights;
+   printed as ratios to 1 actor. On a machine with fewer real cores than actors, the ratios
+   say how much sharing costs, not how a real cluster scales.
+2. Object store: the peak of Ray's object store use (all nodes, polled every 0.1 s) with the
+   scheduler's bounded window of blocks in flight, and with the bound lifted
+   (``max_blocks_in_flight`` = every block), as MiB and as a ratio.
+3. Markers: a block's done-marker is one small whole-object write after its chunks; the time
+   of writing this job's markers (measured in-process on the same store kind, median of 5)
+   against the job's run time.
+4. Retries: the job with one read and one write fault injected (``geoseg._faults``, each
+   redone once) against the same job without, same actors; ratio of run seconds.
+
+    python bench/scaling.py                     # 2048 px scene, U-Net for scaling
+    python bench/scaling.py --size 1536 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import git_state, scene_path, unet_bench_card  # noqa: E402  (bench/ is sys.path[0])
+
+
+def _peak_store(address: str, stop: threading.Event, out: list[int]) -> None:
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    state = get_state_from_address(address)
+    while not stop.is_set():
+        try:
+            reply = get_memory_info_reply(state)
+            out.append(int(reply.store_stats.object_store_bytes_used))
+        except Exception:  # noqa: BLE001  (a poll that fails is a missing sample, not a failed bench)
+            pass
+        stop.wait(0.1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=2048, help="scene edge in px (default 2048)")
+    ap.add_argument("--node-cpus", type=int, default=3, help="logical CPUs of each of the 2 worker nodes (default 3)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per setting, after the warm-up (default 2)")
+    args = ap.parse_args()
+
+    import ray
+    import torch
+    from ray.cluster_utils import Cluster
+
+    from geoseg._faults import ENV
+    from geoseg.models import build_model, save_checkpoint
+    from geoseg.pipeline import release_workers, run_job
+    from geoseg.sinks import mark_block_done
+    from geoseg.spec import parse_spec
+
+    work = Path(tempfile.mkdtemp(prefix="geoseg-scaling-"))
+    src = scene_path(Path(tempfile.gettempdir()), args.size)
+    ckpt = work / "unet-bench.pt"
+    torch.manual_seed(0)
+    card = unet_bench_card()
+    save_checkpoint(ckpt, build_model(card), card)
+    rules = work / "faults.json"
+    rules.write_text("[]")
+    os.environ[ENV] = str(rules)
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(2):
+        cluster.add_node(num_cpus=args.node_cpus)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    print(f"{git_state()}; {os.cpu_count()} cores (shared with other sessions); Ray {ray.__version__}; "
+          f"cluster: head (0 CPU) + 2 nodes x {args.node_cpus} CPU; scene {args.size}x{args.size} px", flush=True)  # fmt: skip
+    runs = 0
+
+    def run(model: dict[str, Any], **kw: Any) -> tuple[Any, int]:
+        nonlocal runs
+        runs += 1
+        spec = parse_spec({"inputs": [str(src)], "output": str(work / f"o{runs}.zarr"), "model": model,
+                           "progress": False, **kw})  # fmt: skip
+        samples: list[int] = []
+        stop = threading.Event()
+        t = threading.Thread(target=_peak_store, args=(cluster.address, stop, samples), daemon=True)
+        t.start()
+        try:
+            report = run_job(spec)
+        finally:
+            stop.set()
+            t.join()
+        assert report.ok, report.summary()
+        return report, max(samples, default=0)
+
+    unet = {"checkpoint": str(ckpt)}
+    print("\n1. throughput, U-Net on CPU model actors spread over 2 nodes")
+    rates: dict[int, float] = {}
+    for workers in (1, 2, 4):
+        run(unet, workers=workers)  # actors start, weights load
+        got = [run(unet, workers=workers)[0] for _ in range(args.repeat)]
+        rates[workers] = statistics.median(r.patches_forwarded / r.run_seconds for r in got)
+        nodes = len({a.node_id for a in _actors()})
+        print(f"   {workers} actor(s) on {nodes} node(s): {rates[workers]:.2f} patches/s = "
+              f"{rates[workers] / rates[1]:.2f} x 1 actor", flush=True)  # fmt: skip
+    release_workers()
+
+    print("\n2. object store peak, ndwi, 2 actors")
+    ndwi = {"name": "ndwi"}
+    run(ndwi, workers=2)
+    bounded, peak_b = run(ndwi, workers=2)
+    blocks = bounded.scenes[0].blocks_total
+    unbounded, peak_u = run(ndwi, workers=2, max_blocks_in_flight=blocks)
+    print(f"   bounded ({bounded.blocks_in_flight} blocks in flight, peak held {bounded.peak_blocks_in_flight}): "
+          f"{peak_b / 2**20:.1f} MiB; unbounded ({blocks} blocks allowed, peak held {unbounded.peak_blocks_in_flight}): "
+          f"{peak_u / 2**20:.1f} MiB; bounded/unbounded = {peak_b / max(peak_u, 1):.2f}", flush=True)  # fmt: skip
+
+    print("\n3. markers, ndwi")
+    times = []
+    for i in range(5):
+        t0 = time.perf_counter()
+        for b in range(blocks):
+            mark_block_done(work / "markers.zarr", f"g{i}", f"b_{b}", {"pixels": 123456, "water": 789})
+        times.append(time.perf_counter() - t0)
+    clean = [run(ndwi, workers=2)[0].run_seconds for _ in range(args.repeat)]
+    share = statistics.median(times) / statistics.median(clean)
+    print(f"   {blocks} markers: {statistics.median(times) * 1e3:.1f} ms written in-process, the job runs "
+          f"{statistics.median(clean):.2f} s: markers = {100 * share:.2f} % of the run "
+          f"(run with markers / without = {1 / (1 - share):.3f})", flush=True)  # fmt: skip
+
+    print("\n4. retries, ndwi: one read and one write fault injected, each redone once")
+    faulty = []
+    for _ in range(args.repeat):
+        for slot in work.glob("faults.json.*"):
+            slot.unlink()
+        rules.write_text(json.dumps([{"point": "read", "match": src.stem, "times": 1},
+                                     {"point": "write", "match": src.stem, "times": 1}]))  # fmt: skip
+        r, _ = run(ndwi, workers=2)
+        assert r.blocks_retried == 2, r.summary()
+        faulty.append(r.run_seconds)
+    rules.write_text("[]")
+    print(f"   clean {statistics.median(clean):.2f} s, with 2 retried block tasks {statistics.median(faulty):.2f} s: "
+          f"ratio {statistics.median(faulty) / statistics.median(clean):.3f}", flush=True)  # fmt: skip
+
+    release_workers()
+    ray.shutdown()
+    cluster.shutdown()
+    return 0
+
+
+def _actors() -> list[Any]:
+    from ray.util.state import list_actors
+
+    return [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.class_name == "ModelActor"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
