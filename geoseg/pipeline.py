@@ -498,6 +498,7 @@ class _Scheduler:
                     raise GeosegError(f"{g.plan.path}: {g.res.error}")
 
     def run(self) -> None:
+        self._postfix()
         for g in self.groups:
             if not g.plan.pending:
                 self._after_model_phase(g)

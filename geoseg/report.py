@@ -30,6 +30,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _num(x: float) -> str:
+    """Three significant digits, or a whole number from 1000 up (53,050 not 5.305e+04)."""
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.3g}"
+
+
 @dataclass
 class InputReport:
     """One input of a job.
@@ -204,9 +209,9 @@ class JobReport:
         rates = self._rates()
         text = ""
         if rates["km2_per_hour"] is not None:
-            text += f", {rates['km2_per_hour']:.4g} km²/h"
+            text += f", {_num(rates['km2_per_hour'])} km²/h"
         if rates["cases_per_hour"] is not None:
-            text += f", {rates['cases_per_hour']:.4g} cases/h"
+            text += f", {_num(rates['cases_per_hour'])} cases/h"
         return text
 
     def _rates(self) -> dict[str, float | None]:
