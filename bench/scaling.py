@@ -41,9 +41,10 @@ from _common import git_state, scene_path, unet_bench_card  # noqa: E402  (bench
 def _peak_store(address: str, stop: threading.Event, out: list[int]) -> None:
     from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
-    state = get_state_from_address(address)
+    state = None
     while not stop.is_set():
         try:
+            state = state or get_state_from_address(address)
             reply = get_memory_info_reply(state)
             out.append(int(reply.store_stats.object_store_bytes_used))
         except Exception:  # noqa: BLE001  (a poll that fails is a missing sample, not a failed bench)
@@ -111,7 +112,7 @@ def main() -> int:
         run(unet, workers=workers)  # actors start, weights load
         got = [run(unet, workers=workers)[0] for _ in range(args.repeat)]
         rates[workers] = statistics.median(r.patches_forwarded / r.run_seconds for r in got)
-        nodes = len({a.node_id for a in _actors()})
+        nodes = len({id(_node_of(cluster, pid)) for pid in _actor_pids()})
         print(f"   {workers} actor(s) on {nodes} node(s): {rates[workers]:.2f} patches/s = "
               f"{rates[workers] / rates[1]:.2f} x 1 actor", flush=True)  # fmt: skip
     release_workers()
@@ -124,7 +125,8 @@ def main() -> int:
     unbounded, peak_u = run(ndwi, workers=2, max_blocks_in_flight=blocks)
     print(f"   bounded ({bounded.blocks_in_flight} blocks in flight, peak held {bounded.peak_blocks_in_flight}): "
           f"{peak_b / 2**20:.1f} MiB; unbounded ({blocks} blocks allowed, peak held {unbounded.peak_blocks_in_flight}): "
-          f"{peak_u / 2**20:.1f} MiB; bounded/unbounded = {peak_b / max(peak_u, 1):.2f}", flush=True)  # fmt: skip
+          f"{peak_u / 2**20:.1f} MiB; bounded/unbounded = {peak_b / max(peak_u, 1):.2f}"
+          + ("" if peak_b and peak_u else " (no samples: Ray's memory RPC did not answer)"), flush=True)  # fmt: skip
 
     print("\n3. markers, ndwi")
     times = []
@@ -159,10 +161,20 @@ def main() -> int:
     return 0
 
 
-def _actors() -> list[Any]:
-    from ray.util.state import list_actors
+def _actor_pids() -> list[int]:
+    from geoseg.pipeline import _POOL
 
-    return [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.class_name == "ModelActor"]
+    pool = _POOL["pool"]
+    return [int(d["pid"]) for d in pool.info] if pool is not None else []
+
+
+def _node_of(cluster: Any, pid: int) -> Any:
+    """The node whose raylet started ``pid`` (Ray's state API needs the dashboard: not here)."""
+    import psutil
+
+    ancestors = {p.pid for p in psutil.Process(pid).parents()}
+    return next((n for n in cluster.list_all_nodes()
+                 if any(k == "raylet" and p.pid in ancestors for k, p in n.live_processes())), None)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -134,6 +134,18 @@ def _assert_bounded(report: JobReport) -> None:
     assert res.blocks_run == res.blocks_total == _n_blocks()
 
 
+def node_of(cluster: Any, pid: int) -> Any:
+    """The ``Cluster`` node whose raylet started process ``pid`` (no state API: it goes
+    through the dashboard, which a loaded machine may not have up in time)."""
+    import psutil
+
+    ancestors = {p.pid for p in psutil.Process(pid).parents()}
+    for node in cluster.list_all_nodes():
+        if any(kind == "raylet" and proc.pid in ancestors for kind, proc in node.live_processes()):
+            return node
+    return None
+
+
 def _during(out: Path, name: str, action: Callable[[], None], after_blocks: int = 2) -> dict[str, Any]:
     """Run ``action`` once ``after_blocks`` blocks are written (in a thread, while the job runs)."""
     seen: dict[str, Any] = {}
@@ -181,18 +193,17 @@ def test_a_model_actor_killed_mid_run(faults: _Faults, scene: Path, undisturbed:
 def test_a_worker_node_removed_mid_run(faults: _Faults, scene: Path, undisturbed: np.ndarray, tmp_path: Path) -> None:
     """A worker node (with a model actor, tasks and objects on it) goes away: its actor is
     replaced on another node, lost patches and predictions are read and answered again."""
-    from ray.util.state import list_actors
-
     faults.set()
     out = tmp_path / "o.zarr"
     removed: list[str] = []
 
     def remove() -> None:
-        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.class_name == "ModelActor"]
-        node_id = alive[0].node_id
-        node = next(n for n in faults.cluster.list_all_nodes() if n.node_id == node_id and n is not faults.cluster.head_node)
+        pool = pipeline._POOL["pool"]
+        assert pool is not None
+        node = node_of(faults.cluster, int(pool.info[0]["pid"]))
+        assert node is not None and node is not faults.cluster.head_node
         faults.cluster.remove_node(node, allow_graceful=False)
-        removed.append(node_id)
+        removed.append(node.node_id)
 
     seen = _during(out, scene.stem, remove)
     try:
