@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=2048, help="scene edge in px (default 2048)")
     ap.add_argument("--node-cpus", type=int, default=3, help="logical CPUs of each of the 2 worker nodes (default 3)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per setting, after the warm-up (default 2)")
+    ap.add_argument("--ndwi-size", type=int, default=2048, help="scene edge for parts 3 and 4, 512 px blocks (default 2048)")
+    ap.add_argument("--parts", default="1234", help="which parts to run (default 1234)")
     args = ap.parse_args()
 
     import ray
@@ -66,7 +68,6 @@ def main() -> int:
     from geoseg._faults import ENV
     from geoseg.models import build_model, save_checkpoint
     from geoseg.pipeline import release_workers, run_job
-    from geoseg.sinks import mark_block_done
     from geoseg.spec import parse_spec
 
     work = Path(tempfile.mkdtemp(prefix="geoseg-scaling-"))
@@ -78,6 +79,7 @@ def main() -> int:
     rules = work / "faults.json"
     rules.write_text("[]")
     os.environ[ENV] = str(rules)
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # the injected faults are handled by geoseg
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
@@ -106,59 +108,74 @@ def main() -> int:
         return report, max(samples, default=0)
 
     unet = {"checkpoint": str(ckpt)}
+    if "1" in args.parts:
+        scaling(run, unet, args.repeat, cluster)
+    ndwi = {"name": "ndwi"}
+    if "2" in args.parts:
+        print(f"\n2. object store peak, U-Net, 2 actors, {args.size} px scene in 448 px blocks")
+        run(unet, workers=2, block_px=448)
+        bounded, peak_b = run(unet, workers=2, block_px=448, max_blocks_in_flight=2)
+        blocks = bounded.scenes[0].blocks_total
+        unbounded, peak_u = run(unet, workers=2, block_px=448, max_blocks_in_flight=blocks)
+        print(f"   bounded ({bounded.blocks_in_flight} blocks in flight, peak held {bounded.peak_blocks_in_flight}): "
+              f"{peak_b / 2**20:.1f} MiB; unbounded ({blocks} blocks allowed, peak held {unbounded.peak_blocks_in_flight}): "
+              f"{peak_u / 2**20:.1f} MiB; bounded/unbounded = {peak_b / max(peak_u, 1):.2f}"
+              + ("" if peak_b and peak_u else " (no samples: Ray's memory RPC did not answer)"), flush=True)  # fmt: skip
+    src = scene_path(Path(tempfile.gettempdir()), args.ndwi_size)  # `run` reads `src`: parts 3 and 4 use this one
+    if "3" in args.parts or "4" in args.parts:
+        costs(run, ndwi, args.repeat, work, rules, src)
+    release_workers()
+    ray.shutdown()
+    cluster.shutdown()
+    return 0
+
+
+def scaling(run: Any, unet: dict[str, Any], repeat: int, cluster: Any) -> None:
+    from geoseg.pipeline import release_workers
+
     print("\n1. throughput, U-Net on CPU model actors spread over 2 nodes")
     rates: dict[int, float] = {}
     for workers in (1, 2, 4):
         run(unet, workers=workers)  # actors start, weights load
-        got = [run(unet, workers=workers)[0] for _ in range(args.repeat)]
+        got = [run(unet, workers=workers)[0] for _ in range(repeat)]
         rates[workers] = statistics.median(r.patches_forwarded / r.run_seconds for r in got)
         nodes = len({id(_node_of(cluster, pid)) for pid in _actor_pids()})
         print(f"   {workers} actor(s) on {nodes} node(s): {rates[workers]:.2f} patches/s = "
               f"{rates[workers] / rates[1]:.2f} x 1 actor", flush=True)  # fmt: skip
     release_workers()
 
-    print("\n2. object store peak, ndwi, 2 actors")
-    ndwi = {"name": "ndwi"}
-    run(ndwi, workers=2)
-    bounded, peak_b = run(ndwi, workers=2)
-    blocks = bounded.scenes[0].blocks_total
-    unbounded, peak_u = run(ndwi, workers=2, max_blocks_in_flight=blocks)
-    print(f"   bounded ({bounded.blocks_in_flight} blocks in flight, peak held {bounded.peak_blocks_in_flight}): "
-          f"{peak_b / 2**20:.1f} MiB; unbounded ({blocks} blocks allowed, peak held {unbounded.peak_blocks_in_flight}): "
-          f"{peak_u / 2**20:.1f} MiB; bounded/unbounded = {peak_b / max(peak_u, 1):.2f}"
-          + ("" if peak_b and peak_u else " (no samples: Ray's memory RPC did not answer)"), flush=True)  # fmt: skip
 
-    print("\n3. markers, ndwi")
+def costs(run: Any, ndwi: dict[str, Any], repeat: int, work: Path, rules: Path, src: Path) -> None:
+    from geoseg.sinks import mark_block_done
+
+    first, _ = run(ndwi, workers=2, block_px=512)
+    blocks = first.scenes[0].blocks_total
+    print(f"\n3. markers, ndwi, {blocks} blocks of 512 px")
     times = []
     for i in range(5):
         t0 = time.perf_counter()
         for b in range(blocks):
             mark_block_done(work / "markers.zarr", f"g{i}", f"b_{b}", {"pixels": 123456, "water": 789})
         times.append(time.perf_counter() - t0)
-    clean = [run(ndwi, workers=2)[0].run_seconds for _ in range(args.repeat)]
+    clean = [run(ndwi, workers=2, block_px=512)[0].run_seconds for _ in range(repeat)]
     share = statistics.median(times) / statistics.median(clean)
     print(f"   {blocks} markers: {statistics.median(times) * 1e3:.1f} ms written in-process, the job runs "
           f"{statistics.median(clean):.2f} s: markers = {100 * share:.2f} % of the run "
           f"(run with markers / without = {1 / (1 - share):.3f})", flush=True)  # fmt: skip
 
-    print("\n4. retries, ndwi: one read and one write fault injected, each redone once")
+    print(f"\n4. retries, ndwi, {blocks} blocks: one read and one write fault injected, each redone once")
     faulty = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         for slot in work.glob("faults.json.*"):
             slot.unlink()
         rules.write_text(json.dumps([{"point": "read", "match": src.stem, "times": 1},
                                      {"point": "write", "match": src.stem, "times": 1}]))  # fmt: skip
-        r, _ = run(ndwi, workers=2)
+        r, _ = run(ndwi, workers=2, block_px=512)
         assert r.blocks_retried == 2, r.summary()
         faulty.append(r.run_seconds)
     rules.write_text("[]")
     print(f"   clean {statistics.median(clean):.2f} s, with 2 retried block tasks {statistics.median(faulty):.2f} s: "
           f"ratio {statistics.median(faulty) / statistics.median(clean):.3f}", flush=True)  # fmt: skip
-
-    release_workers()
-    ray.shutdown()
-    cluster.shutdown()
-    return 0
 
 
 def _actor_pids() -> list[int]:

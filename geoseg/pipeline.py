@@ -240,7 +240,10 @@ def _resources(spec: JobSpec) -> _Resources:
     cores = os.cpu_count() or 1
     max_threads = None if use_gpu else max(1, cores // workers)
     gpu_share = 1.0 / per_gpu if per_gpu > 1 else 1
-    actor: dict[str, Any] = {"num_cpus": per, "num_gpus": gpu_share if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0}
+    actor: dict[str, Any] = {
+        "num_cpus": per, "num_gpus": gpu_share if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0,
+        "scheduling_strategy": "SPREAD",  # one actor per node before two on one: a scene spreads over the nodes
+    }  # fmt: skip
     task: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}  # the scheduler retries, and counts it
     return _Resources(workers, use_gpu, per, spec.threads_per_worker, max_threads, task, actor)
 
@@ -257,6 +260,7 @@ class _Pool:
         self.make = make
         self.actors = [make() for _ in range(n)]
         self.busy = [0] * n
+        self.turn = 0
         self.info: list[dict[str, Any]] = []
 
     def describe(self) -> list[dict[str, Any]]:
@@ -280,8 +284,16 @@ class _Pool:
         return self.info
 
     def pick(self) -> int:
-        """The actor with the fewest calls outstanding (the first such)."""
-        return min(range(len(self.actors)), key=lambda i: self.busy[i])
+        """An actor with the fewest calls outstanding, taking turns among those: calls that
+        come one at a time (a fast model) still spread over every actor of every node."""
+        n = len(self.actors)
+        least = min(self.busy)
+        for k in range(n):
+            i = (self.turn + k) % n
+            if self.busy[i] == least:
+                self.turn = i + 1
+                return i
+        raise AssertionError("unreachable: some actor has the fewest calls")
 
     def replace(self, i: int) -> None:
         try:
@@ -456,6 +468,7 @@ class _Scheduler:
         base = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * res.workers + 2))
         self.limit = max(base, span + 2)  # gaussian: a block's write waits for its lower neighbours
         report.blocks_in_flight, report.batch_size = self.limit, self.batch
+        report.calls_per_worker = [0] * len(pool.actors)
         self.blocks_total = sum(len(g.plan.pending) for g in groups)
         self.blocks_written = 0
         self.queue: deque[_Block] = deque()
@@ -618,6 +631,7 @@ class _Scheduler:
             self._call_failed(call, e)
             return
         self.report.patches_padded += stats["padded"]
+        self.report.calls_per_worker[call.actor] += 1
         offset = 0
         for (b, lo, _), (n, zero) in zip(call.segments, stats["segments"], strict=True):
             g = b.group

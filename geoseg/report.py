@@ -142,6 +142,7 @@ class JobReport:
     blocks_in_flight: int = 0  # the scheduler's bound on blocks read and not yet released
     peak_blocks_in_flight: int = 0  # the most it held at once
     batch_size: int = 0
+    calls_per_worker: list[int] = field(default_factory=list)  # successful model calls of each actor slot
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -199,6 +200,7 @@ class JobReport:
             "blocks_in_flight": self.blocks_in_flight,
             "peak_blocks_in_flight": self.peak_blocks_in_flight,
             "batch_size": self.batch_size,
+            "calls_per_worker": list(self.calls_per_worker),
             "patches_per_s": self.patches_forwarded / self.run_seconds if self.run_seconds else 0.0,
             **self._rates(),
             "notes": list(self.notes),

@@ -98,6 +98,13 @@ def undisturbed(faults: _Faults, scene: Path, tmp_path_factory: pytest.TempPathF
     assert report.ok, report.summary()
     assert report.workers == 3, "a CPU job: one model actor per worker node"
     assert report.blocks_retried == report.patches_retried == report.actors_restarted == 0
+    assert len(report.calls_per_worker) == 3 and min(report.calls_per_worker) > 0, (
+        f"one scene's calls must reach every actor: {report.calls_per_worker}"
+    )
+    pool = pipeline._POOL["pool"]
+    assert pool is not None
+    nodes = {id(node_of(faults.cluster, int(d["pid"]))) for d in pool.info}
+    assert len(nodes) == 3, "the three actors sit on the three worker nodes"
     mask = _mask(out, scene)
     assert np.array_equal(mask, expected(scene, ModelSpec(name="ndwi"), [1, 3], "crop"))
     return mask
