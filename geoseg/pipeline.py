@@ -417,6 +417,7 @@ class _Call:
 
     segments: list[tuple[_Block, int, int]]
     actor: int = -1
+    handle: Any = None  # the actor it went to: a replaced actor is not replaced again
     out: Any = None
     stats: Any = None
     attempts: int = 0
@@ -618,7 +619,7 @@ class _Scheduler:
             bounds.append((index[id(b)], lo, hi))
         call.actor = self.pool.pick()
         self.pool.busy[call.actor] += 1
-        actor = self.pool.actors[call.actor]
+        actor = call.handle = self.pool.actors[call.actor]
         call.out, call.stats = actor.predict.options(num_returns=2).remote(bounds, self.plan.output == "labels", *arrays)
         self.calls[call.stats] = call
 
@@ -676,7 +677,7 @@ class _Scheduler:
             return
         for g in groups:
             g.res.actor_failures += 1
-        if _actor_died(err):
+        if _actor_died(err) and self.pool.actors[call.actor] is call.handle:  # the first of its calls to fail
             self.pool.replace(call.actor)
             self.report.actors_restarted += 1
             for g in groups:
