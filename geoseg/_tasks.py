@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from geoseg._faults import inject
 from geoseg.core.grid import Block, PatchGrid
 from geoseg.core.lesions import drop_small_lesions, label_lesions, lesion_table
 from geoseg.core.stitch import PatchOutput, StitchMode, extract_patches, stitch_extent
@@ -201,10 +202,16 @@ class CaseWrite:
 # The task bodies the pipeline runs remotely
 
 
+def _read_name(read: BlockRead) -> str:
+    """A read's name for :func:`geoseg._faults.inject`: its input's path."""
+    return str(getattr(getattr(read, "info", None), "path", ""))
+
+
 def read_block_task(read: BlockRead) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Task: a block's (N, C, P, P) patches, its validity, and which patches are all zero
     ((N,) bool): the model actor answers those from one cached pass, so the scheduler packs
     calls by the others to fill whole batches."""
+    inject("read", _read_name(read))
     patches, valid = read.read()
     zero = np.logical_not(patches.reshape(patches.shape[0], -1).any(axis=1))
     return patches, valid, zero
@@ -231,6 +238,7 @@ def write_block_task(
         else np.concatenate([call_outputs[c][a:b] for c, a, b in pieces])
         for pieces in layout
     ]
+    inject("write", f"{group}/{key}")
     store = Store(store_url)
     stats = write.write(store, valid, preds)
     mark_block_done(store, group, key, stats)

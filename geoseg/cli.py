@@ -36,7 +36,10 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="weights file (torch, loaded with weights_only=True)")
     p.add_argument("--card", metavar="PATH", help="model card YAML for a bare checkpoint or a model file")
     p.add_argument("--model-file", metavar="PATH", help="TorchScript (.pt) or torch.export (.pt2) model file")
-    p.add_argument("--workers", type=int, metavar="N", help="model actors (default: one per GPU, else 1)")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="model actors (default: --actors-per-gpu per GPU, else one per node)"
+    )
+    p.add_argument("--actors-per-gpu", type=int, metavar="N", help="model actors sharing each GPU (default 1)")
     p.add_argument(
         "--cpus-per-worker", type=float, metavar="N",
         help="CPUs each model actor reserves (default 1, less where the machine or cluster has fewer)",
@@ -112,7 +115,7 @@ def _run_data(args: argparse.Namespace) -> tuple[dict[str, Any], str, Path | Non
     flat = {
         k: getattr(args, k)
         for k in ("output", "workers", "cpus_per_worker", "block_px", "stitch", "batch_size", "device", "precision",
-                  "write_probs", "overwrite", "on_error", "ray_address", "progress", "retries", "instances")
+                  "write_probs", "overwrite", "on_error", "ray_address", "progress", "retries", "instances", "actors_per_gpu")
         if getattr(args, k) is not None
     }  # fmt: skip
     if args.inputs:

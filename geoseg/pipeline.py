@@ -43,13 +43,23 @@ from ray.exceptions import (
 )
 
 from geoseg._actor import ModelActor
+from geoseg._instances import pixel_area
 from geoseg._tasks import BlockResult, read_block_task, run_task, write_block_task
 from geoseg.errors import GeosegError, ModelError, SpecError, first_line
 from geoseg.finish import finish_group
 from geoseg.models import ModelCard, resolve_card, weights_identity
 from geoseg.plan import BlockJob, GroupPlan, JobPlan, TaskJob, min_lesion_ml, plan_job
 from geoseg.report import InputReport, JobReport
-from geoseg.sinks import Store, consolidate_root, group_meta, prepare_group, unconsolidate_root
+from geoseg.sinks import (
+    REPORT_KEY,
+    SceneLayout,
+    Store,
+    VolumeLayout,
+    consolidate_root,
+    group_meta,
+    prepare_group,
+    unconsolidate_root,
+)
 from geoseg.spec import JobSpec
 
 __all__ = ["run_job", "run_plan", "release_workers", "connect", "RayConnectError"]
@@ -205,6 +215,13 @@ def _local_cpus(spec: JobSpec) -> int:
     return cores + math.ceil(workers * (spec.cpus_per_worker or 1.0))
 
 
+def _cpu_nodes() -> int:
+    """The model actors of a CPU job by default: one per live node that has CPUs to give (a
+    laptop: 1; a cluster: one per worker node, so one scene spreads over every node)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+    return max(1, len(nodes))
+
+
 def _resources(spec: JobSpec) -> _Resources:
     """Every Ray option in one place, from what the cluster reports."""
     total = ray.cluster_resources()
@@ -212,7 +229,8 @@ def _resources(spec: JobSpec) -> _Resources:
     use_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus > 0)
     if spec.device == "cuda" and gpus == 0:
         raise SpecError("device: cuda, but the Ray cluster has no GPU; use device: auto or cpu")
-    workers = spec.workers or (gpus if use_gpu else 1)
+    per_gpu = spec.actors_per_gpu
+    workers = spec.workers or (gpus * per_gpu if use_gpu else _cpu_nodes())
     per = spec.cpus_per_worker or 1.0
     if workers * per > cpus - 1:
         if spec.cpus_per_worker is not None or cpus <= 1:
@@ -227,7 +245,11 @@ def _resources(spec: JobSpec) -> _Resources:
         )  # fmt: skip
     cores = os.cpu_count() or 1
     max_threads = None if use_gpu else max(1, cores // workers)
-    actor: dict[str, Any] = {"num_cpus": per, "num_gpus": 1 if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0}
+    gpu_share = 1.0 / per_gpu if per_gpu > 1 else 1
+    actor: dict[str, Any] = {
+        "num_cpus": per, "num_gpus": gpu_share if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0,
+        "scheduling_strategy": "SPREAD",  # one actor per node before two on one: a scene spreads over the nodes
+    }  # fmt: skip
     task: dict[str, Any] = {"num_cpus": 1, "max_retries": 0}  # the scheduler retries, and counts it
     return _Resources(workers, use_gpu, per, spec.threads_per_worker, max_threads, task, actor)
 
@@ -244,6 +266,7 @@ class _Pool:
         self.make = make
         self.actors = [make() for _ in range(n)]
         self.busy = [0] * n
+        self.turn = 0
         self.info: list[dict[str, Any]] = []
 
     def describe(self) -> list[dict[str, Any]]:
@@ -267,8 +290,16 @@ class _Pool:
         return self.info
 
     def pick(self) -> int:
-        """The actor with the fewest calls outstanding (the first such)."""
-        return min(range(len(self.actors)), key=lambda i: self.busy[i])
+        """An actor with the fewest calls outstanding, taking turns among those: calls that
+        come one at a time (a fast model) still spread over every actor of every node."""
+        n = len(self.actors)
+        least = min(self.busy)
+        for k in range(n):
+            i = (self.turn + k) % n
+            if self.busy[i] == least:
+                self.turn = i + 1
+                return i
+        raise AssertionError("unreachable: some actor has the fewest calls")
 
     def replace(self, i: int) -> None:
         try:
@@ -392,6 +423,7 @@ class _Call:
 
     segments: list[tuple[_Block, int, int]]
     actor: int = -1
+    handle: Any = None  # the actor it went to: a replaced actor is not replaced again
     out: Any = None
     stats: Any = None
     attempts: int = 0
@@ -444,6 +476,10 @@ class _Scheduler:
         span = max((max(j.needs) - min(j.needs) for g in groups for j in g.plan.jobs), default=0)
         base = spec.max_blocks_in_flight or int(os.environ.get("GEOSEG_MAX_BLOCKS_IN_FLIGHT", 2 * res.workers + 2))
         self.limit = max(base, span + 2)  # gaussian: a block's write waits for its lower neighbours
+        report.blocks_in_flight, report.batch_size = self.limit, self.batch
+        report.calls_per_worker = [0] * len(pool.actors)
+        self.blocks_total = sum(len(g.plan.pending) for g in groups)
+        self.blocks_written = 0
         self.queue: deque[_Block] = deque()
         self.pending: deque[tuple[_Block, int, int]] = deque()
         self.pending_live = 0
@@ -488,6 +524,7 @@ class _Scheduler:
                     raise GeosegError(f"{g.plan.path}: {g.res.error}")
 
     def run(self) -> None:
+        self._postfix()
         for g in self.groups:
             if g.before >= 0:
                 self._before_model_phase(g)
@@ -527,6 +564,7 @@ class _Scheduler:
         if not b.held:
             b.held = True
             self.held += 1
+            self.report.peak_blocks_in_flight = max(self.report.peak_blocks_in_flight, self.held)
         if b.group.t0 == 0.0:
             b.group.t0 = time.perf_counter()
 
@@ -595,7 +633,7 @@ class _Scheduler:
             bounds.append((index[id(b)], lo, hi))
         call.actor = self.pool.pick()
         self.pool.busy[call.actor] += 1
-        actor = self.pool.actors[call.actor]
+        actor = call.handle = self.pool.actors[call.actor]
         call.out, call.stats = actor.predict.options(num_returns=2).remote(bounds, self.plan.output == "labels", *arrays)
         self.calls[call.stats] = call
 
@@ -608,6 +646,7 @@ class _Scheduler:
             self._call_failed(call, e)
             return
         self.report.patches_padded += stats["padded"]
+        self.report.calls_per_worker[call.actor] += 1
         offset = 0
         for (b, lo, _), (n, zero) in zip(call.segments, stats["segments"], strict=True):
             g = b.group
@@ -652,9 +691,11 @@ class _Scheduler:
             return
         for g in groups:
             g.res.actor_failures += 1
-        if _actor_died(err):
+        if _actor_died(err) and self.pool.actors[call.actor] is call.handle:  # the first of its calls to fail
             self.pool.replace(call.actor)
             self.report.actors_restarted += 1
+            for g in groups:
+                g.res.restarts += 1
             log.info("a model actor died (%s); started a new one, its patches go again", _message(err))
         self._submit_call(_Call(call.segments, attempts=call.attempts))
 
@@ -710,6 +751,8 @@ class _Scheduler:
         assert result.key == b.job.key
         b.written = True
         g.res.blocks_run += 1
+        self.blocks_written += 1
+        self._postfix()
         g.writes_left -= 1
         for k in b.job.needs:
             d = g.blocks[k]
@@ -822,6 +865,12 @@ class _Scheduler:
             g.res.status, g.res.error = "failed", why
         else:
             g.res.status = "complete"
+        self._postfix()
+
+    def _postfix(self) -> None:
+        """Progress beside the bar's patches/s: inputs finished and blocks written."""
+        done = sum(g.done or g.failed for g in self.groups)
+        self.bar.set_postfix_str(f"inputs {done}/{len(self.groups)}, blocks {self.blocks_written}/{self.blocks_total}")
 
     def _fail(self, g: _Group, error: str, attempts: int) -> None:
         if g.failed:
@@ -829,6 +878,8 @@ class _Scheduler:
         g.failed = True
         g.res.status = "failed"
         g.res.error = error if attempts <= 1 else f"{error} (after {attempts} attempts)"
+        g.res.seconds = time.perf_counter() - g.t0 if g.t0 else 0.0
+        self._postfix()
         for b in g.blocks.values():
             self._release(b)
         self.pending = deque(s for s in self.pending if s[0].group is not g)
@@ -912,7 +963,7 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
     for gp in plan.groups:
         res = InputReport(
             path=gp.path, name=gp.name, grid_patches=gp.grid_patches, blocks_total=len(gp.jobs),
-            patches_needed=gp.patches_needed,
+            patches_needed=gp.patches_needed, kind=_kind(gp), area_km2=_area_km2(gp),
         )  # fmt: skip
         results[gp.path] = res
         if gp.complete:
@@ -939,4 +990,35 @@ def run_plan(plan: JobPlan, spec: JobSpec, t0: float | None = None) -> JobReport
             finally:
                 consolidate_root(store)  # also after an interrupt: the groups finished so far
     report.seconds = time.perf_counter() - t0
+    if groups:
+        write_report(plan.store, report)
     return report
+
+
+def write_report(store: Store, report: JobReport) -> None:
+    """The run's report as JSON at :data:`geoseg.sinks.REPORT_KEY`, through the store's key
+    write (any store); a store that refuses it costs a note, not the finished run."""
+    try:
+        store.set(REPORT_KEY, report.to_json().encode())
+    except GeosegError as e:
+        log.warning("the run report was not written: %s", e)
+
+
+def _kind(gp: GroupPlan) -> str:
+    return "volume" if isinstance(gp.layout, VolumeLayout) else "raster"
+
+
+def _area_km2(gp: GroupPlan) -> float | None:
+    """A raster's ground area (true area in a geographic CRS), None without a CRS or a volume."""
+    layout = gp.layout
+    if not isinstance(layout, SceneLayout):
+        return None
+    h, w = layout.shape_yx
+    try:
+        px = pixel_area(layout.crs_wkt, layout.transform, 0, h)
+    except Exception:  # noqa: BLE001  (a CRS pyproj cannot read: the rate is unknown, the run is fine)
+        return None
+    if px is None:
+        return None
+    total = float(np.sum(px)) * w if isinstance(px, np.ndarray) else float(px) * h * w
+    return total / 1e6

@@ -1,4 +1,9 @@
-"""The run report: what happened to each input and to the job, for people and for machines."""
+"""The run report: what happened to each input and to the job, for people and for machines.
+
+:meth:`JobReport.to_dict` is the JSON the pipeline writes into the output store at
+``.geoseg/report.json`` (:data:`geoseg.sinks.REPORT_KEY`) after every run that ran something;
+docs/spec.md lists its fields.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,25 @@ from typing import Any
 
 from geoseg import __version__
 
-__all__ = ["InputReport", "JobReport"]
+__all__ = ["InputReport", "JobReport", "versions"]
+
+
+def versions() -> dict[str, str]:
+    """geoseg's and its engine's versions as installed here (without importing torch or Ray)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = {"geoseg": __version__, "python": platform.python_version()}
+    for dist in ("ray", "torch", "numpy", "zarr", "rasterio"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = ""
+    return out
+
+
+def _num(x: float) -> str:
+    """Three significant digits, or a whole number from 1000 up (53,050 not 5.305e+04)."""
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.3g}"
 
 
 @dataclass
@@ -19,7 +42,11 @@ class InputReport:
     ``patches_forwarded`` counts the patches the model answered in successful calls (each
     grid patch once: ``inference_ratio`` is 1.00 when exactly-once holds); of those,
     ``patches_zero`` were all-zero and answered from the actor's one cached pass.
-    ``patches_retried`` are patches of calls that failed and were sent again, counted apart.
+    ``patches_retried`` are patches of calls that failed and were sent again, counted apart;
+    ``blocks_retried`` the read, write or later-phase tasks run again; ``actor_failures`` the
+    model calls of this input lost with their actor, and ``restarts`` the model actors started
+    anew after such a loss. ``area_km2`` (rasters with a CRS) and ``kind`` give the throughput
+    in the input's own unit: km² per hour for rasters, cases per hour for volumes.
     """
 
     path: str
@@ -35,9 +62,38 @@ class InputReport:
     blocks_run: int = 0
     blocks_retried: int = 0
     actor_failures: int = 0
+    restarts: int = 0
     seconds: float = 0.0
     already: bool = False  # complete from an earlier run of the same job
     threshold: float | None = None  # an index model's threshold chosen for this input (threshold: otsu)
+    kind: str = ""  # raster | volume
+    area_km2: float | None = None  # the raster's ground area; None without a CRS
+
+    @property
+    def patches_per_s(self) -> float:
+        return self.patches_forwarded / self.seconds if self.seconds else 0.0
+
+    @property
+    def km2_per_hour(self) -> float | None:
+        if self.kind != "raster" or self.area_km2 is None or not self.seconds or self.already:
+            return None
+        return self.area_km2 * 3600.0 / self.seconds
+
+    @property
+    def cases_per_hour(self) -> float | None:
+        if self.kind != "volume" or not self.seconds or self.already:
+            return None
+        return 3600.0 / self.seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON: every field and the derived rates."""
+        return {
+            **asdict(self),
+            "inference_ratio": self.inference_ratio,
+            "patches_per_s": self.patches_per_s,
+            "km2_per_hour": self.km2_per_hour,
+            "cases_per_hour": self.cases_per_hour,
+        }
 
     @property
     def inference_ratio(self) -> float:
@@ -65,6 +121,7 @@ class InputReport:
                 (self.patches_retried, "patches sent again"),
                 (self.blocks_retried, "block tasks redone"),
                 (self.actor_failures, "model calls lost with their actor"),
+                (self.restarts, "model actors restarted"),
             )
             if n
         ]
@@ -85,6 +142,10 @@ class JobReport:
     numerics: str = ""
     actors_restarted: int = 0
     patches_padded: int = 0  # zero rows that filled last batches: only the job's very last, when packing works
+    blocks_in_flight: int = 0  # the scheduler's bound on blocks read and not yet released
+    peak_blocks_in_flight: int = 0  # the most it held at once
+    batch_size: int = 0
+    calls_per_worker: list[int] = field(default_factory=list)  # successful model calls of each actor slot
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -99,6 +160,14 @@ class JobReport:
     def patches_forwarded(self) -> int:
         return sum(s.patches_forwarded for s in self.scenes)
 
+    @property
+    def patches_retried(self) -> int:
+        return sum(s.patches_retried for s in self.scenes)
+
+    @property
+    def blocks_retried(self) -> int:
+        return sum(s.blocks_retried for s in self.scenes)
+
     def summary(self) -> str:
         lines = [s.line() for s in self.scenes]
         done = sum(s.status == "complete" for s in self.scenes)
@@ -107,20 +176,21 @@ class JobReport:
             return "\n".join(lines)
         rate = self.patches_forwarded / self.run_seconds if self.run_seconds else 0.0
         restarted = f", {self.actors_restarted} model actor(s) restarted" if self.actors_restarted else ""
+        if self.patches_retried or self.blocks_retried:
+            restarted += f", redone: {self.patches_retried} patches, {self.blocks_retried} block tasks"
         lines.append(
             f"{done}/{len(self.scenes)} inputs complete, {self.patches_forwarded} patches in {self.seconds:.1f} s "
-            f"wall (Ray start and model load included), {rate:.1f} patches/s while running, on {self.workers} "
+            f"wall (Ray start and model load included), {rate:.1f} patches/s{self._rate_text()} while running, "
+            f"on {self.workers} "
             f"{self.device + ' ' if self.device else ''}worker(s){restarted}"
         )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON: every input and the job's figures, with versions."""
-        import numpy  # noqa: PLC0415
-
         return {
             "ok": self.ok,
-            "inputs": [{**asdict(s), "inference_ratio": s.inference_ratio} for s in self.scenes],
+            "inputs": [s.to_dict() for s in self.scenes],
             "seconds": self.seconds,
             "run_seconds": self.run_seconds,
             "workers": self.workers,
@@ -128,8 +198,37 @@ class JobReport:
             "numerics": self.numerics,
             "actors_restarted": self.actors_restarted,
             "patches_padded": self.patches_padded,
+            "patches_retried": self.patches_retried,
+            "blocks_retried": self.blocks_retried,
+            "blocks_in_flight": self.blocks_in_flight,
+            "peak_blocks_in_flight": self.peak_blocks_in_flight,
+            "batch_size": self.batch_size,
+            "calls_per_worker": list(self.calls_per_worker),
+            "patches_per_s": self.patches_forwarded / self.run_seconds if self.run_seconds else 0.0,
+            **self._rates(),
             "notes": list(self.notes),
-            "versions": {"geoseg": __version__, "python": platform.python_version(), "numpy": numpy.__version__},
+            "versions": versions(),
+        }
+
+    def _rate_text(self) -> str:
+        rates = self._rates()
+        text = ""
+        if rates["km2_per_hour"] is not None:
+            text += f", {_num(rates['km2_per_hour'])} km²/h"
+        if rates["cases_per_hour"] is not None:
+            text += f", {_num(rates['cases_per_hour'])} cases/h"
+        return text
+
+    def _rates(self) -> dict[str, float | None]:
+        """The job's km² per hour (rasters run now) and cases per hour (volumes run now), over
+        the time the scheduler ran: inputs overlap in time, so their own rates do not add up."""
+        ran = [s for s in self.scenes if s.status == "complete" and not s.already]
+        area = [s.area_km2 for s in ran if s.kind == "raster" and s.area_km2 is not None]
+        cases = sum(s.kind == "volume" for s in ran)
+        hours = self.run_seconds / 3600.0
+        return {
+            "km2_per_hour": sum(area) / hours if area and hours else None,
+            "cases_per_hour": cases / hours if cases and hours else None,
         }
 
     def to_json(self) -> str:

@@ -64,7 +64,10 @@ class JobSpec(_Frozen):
     tiling: TilingSection = TilingSection()
     stitch: Literal["crop", "gaussian"] = "crop"
     block_px: int | None = Field(default=None, ge=1, description="block edge; default 4 Zarr chunks (1792 px for 256/32)")
-    workers: int | None = Field(default=None, ge=1, description="model actors; default one per GPU, else 1")
+    workers: int | None = Field(
+        default=None, ge=1, description="model actors; default actors_per_gpu per GPU, else one per node with CPUs"
+    )
+    actors_per_gpu: int = Field(default=1, ge=1, description="model actors sharing each GPU (each takes 1/N of it)")
     cpus_per_worker: float | None = Field(
         default=None, gt=0, description="CPUs each model actor reserves; default 1, less where the cluster has fewer"
     )

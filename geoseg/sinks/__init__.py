@@ -1,7 +1,7 @@
 """Outputs: the store every run writes (Zarr groups, markers and tables as keys), and exports."""
 
 from geoseg.sinks._cog import export_cog
-from geoseg.sinks._layout import part_key
+from geoseg.sinks._layout import REPORT_KEY, part_key
 from geoseg.sinks._nifti import export_nifti
 from geoseg.sinks._store import Store, StoreLike, as_store
 from geoseg.sinks._table import export_table
@@ -65,6 +65,7 @@ __all__ = [
     "write_table",
     "read_table",
     "part_key",
+    "REPORT_KEY",
     "export_objects",
     "object_frame",
     "VectorFormat",
