@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 from geoseg.errors import ModelError
 
 from ._builtin import (
+    MASKRCNN_ARCHITECTURES,
     MRI_TUMOUR_CARD,
     MRI_TUMOUR_WEIGHTS,
     NDWI_CARD,
     TORCHVISION_ARCHITECTURES,
     UNET_CARD,
+    maskrcnn_card,
     torchvision_card,
 )
 from ._card import ModelCard
@@ -167,6 +169,10 @@ def _register_builtins() -> None:
             architecture, torchvision_card(architecture), "geoseg.models._torchvision:build_torchvision",
             needs_checkpoint=True,
         )  # fmt: skip
+    for architecture in MASKRCNN_ARCHITECTURES:
+        register_model(
+            architecture, maskrcnn_card(architecture), "geoseg.models._maskrcnn:build_maskrcnn", needs_checkpoint=True
+        )
     register_model("mri-tumour", MRI_TUMOUR_CARD, "geoseg.models._mri:build_mri_tumour", weights=MRI_TUMOUR_WEIGHTS)
 
 
