@@ -253,7 +253,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     result = train(load_train_spec(args.spec))
-    print(f"best epoch {result.best_epoch} of {result.epochs}: mean validation Dice {result.best_mean_dice:.4f}")
+    what = {"mean_dice": "mean validation Dice", "iou": "validation IoU", "f1": "validation object F1@0.5"}
+    print(f"best epoch {result.best_epoch} of {result.epochs}: {what.get(result.metric, result.metric)} {result.best_score:.4f}")
     print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")
     return 0
 

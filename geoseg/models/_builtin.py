@@ -20,6 +20,9 @@ __all__ = [
     "UNET_CARD",
     "TORCHVISION_ARCHITECTURES",
     "torchvision_card",
+    "MASKRCNN_ARCHITECTURES",
+    "MASKRCNN_DEFAULTS",
+    "maskrcnn_card",
     "MRI_TUMOUR_CARD",
     "MRI_TUMOUR_WEIGHTS",
 ]
@@ -100,6 +103,29 @@ def torchvision_card(architecture: str) -> ModelCard:
         description=(
             f"torchvision {architecture} (no aux head); weights come from a checkpoint, whose card "
             "sets bands and classes. This built-in card is a template for random-init builds."
+        ),
+    )
+
+
+MASKRCNN_ARCHITECTURES: tuple[str, ...] = ("maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn")
+"""torchvision Mask R-CNN instance models (``geoseg.models._maskrcnn``)."""
+
+MASKRCNN_DEFAULTS = {"score_threshold": 0.5, "mask_threshold": 0.5, "merge_overlap": 0.5}
+"""The output params of geoseg's Mask R-CNN cards (see ``geoseg.models._params.OUTPUT_PARAMS``)."""
+
+
+def maskrcnn_card(architecture: str) -> ModelCard:
+    """The template card of a Mask R-CNN architecture: RGB in, one object class, ``task: instance``."""
+    return ModelCard(
+        name=architecture,
+        architecture=architecture,
+        classes=("background", "object"),
+        bands=("red", "green", "blue"),
+        task="instance",
+        params=dict(MASKRCNN_DEFAULTS),
+        description=(
+            f"torchvision Mask R-CNN ({architecture}), random init; weights come from a checkpoint, whose "
+            "card sets bands, classes and normalisation. This built-in card is a template."
         ),
     )
 

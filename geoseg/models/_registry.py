@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 from geoseg.errors import ModelError
 
 from ._builtin import (
+    MASKRCNN_ARCHITECTURES,
     MNDWI_CARD,
     MRI_TUMOUR_CARD,
     MRI_TUMOUR_WEIGHTS,
     NDWI_CARD,
     TORCHVISION_ARCHITECTURES,
     UNET_CARD,
+    maskrcnn_card,
     torchvision_card,
 )
 from ._card import ModelCard
@@ -169,6 +171,10 @@ def _register_builtins() -> None:
             architecture, torchvision_card(architecture), "geoseg.models._torchvision:build_torchvision",
             needs_checkpoint=True,
         )  # fmt: skip
+    for architecture in MASKRCNN_ARCHITECTURES:
+        register_model(
+            architecture, maskrcnn_card(architecture), "geoseg.models._maskrcnn:build_maskrcnn", needs_checkpoint=True
+        )
     register_model("mri-tumour", MRI_TUMOUR_CARD, "geoseg.models._mri:build_mri_tumour", weights=MRI_TUMOUR_WEIGHTS)
 
 

@@ -1,4 +1,6 @@
-"""Training geoseg's segmentation models; for now U-Nets on MRI volumes (BraTS-style cases).
+"""Training geoseg's segmentation models: U-Nets on MRI volumes (BraTS-style cases), and U-Nets
+or Mask R-CNNs on a georeferenced raster with raster or vector labels (``data.kind: raster``,
+see docs/training.md).
 
 The model input is defined once, here, and shared with inference: a case is z-scored over its
 foreground (:func:`normalise_case`), reoriented to RAS, and each axial slice ``k`` becomes the
@@ -20,6 +22,8 @@ from ._spec import (
     DataSection,
     ModelSection,
     OptimSection,
+    RasterDataSection,
+    SplitSection,
     TrainSpec,
     load_train_spec,
     parse_train_spec,
@@ -33,6 +37,8 @@ __all__ = [
     "LabelledCase",
     "ModelSection",
     "OptimSection",
+    "RasterDataSection",
+    "SplitSection",
     "TrainResult",
     "TrainSpec",
     "load_labelled_case",

@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from geoseg.models import ModelCard, Normalisation, UNet, build_model, save_chec
 from ._data import LabelledCase, load_labelled_case
 from ._infer import predict_volume
 from ._sample import SliceIndex, draw_batch
-from ._spec import TrainSpec
+from ._spec import DataSection, TrainSpec
 
 __all__ = ["TrainResult", "model_card_for", "soft_dice_loss", "train", "validate"]
 
@@ -36,10 +36,14 @@ DEFAULT_LICENCE = "CC BY-NC-SA 3.0 (trained on BraTS 2013/2015 data)"
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run produced: checkpoint paths, the epoch and validation Dice of the best one, the history.
+    """What a run produced: checkpoint paths, the epoch and validation score of the best one, the history.
 
-    ``history`` holds one entry per finished epoch (also of earlier runs that were resumed):
-    ``{"epoch", "loss", "lr", "seconds", "dice": {case: {region: float}}, "mean_dice"}``.
+    ``metric`` names the score that picks the best epoch: ``mean_dice`` (volumes: mean Dice
+    over cases and regions), ``iou`` (raster U-Nets: mean IoU of the non-background classes) or
+    ``f1`` (Mask R-CNN: object F1 at IoU 0.5). ``best_scores`` holds all the scores of that
+    epoch. ``history`` holds one entry per finished epoch (also of earlier runs that were
+    resumed): ``{"epoch", "loss", "lr", "seconds", <scores key>: {...}, <metric>: float}``,
+    the scores key being ``dice`` (``{case: {region: float}}``) for volumes, else ``scores``.
     """
 
     output: Path
@@ -47,9 +51,20 @@ class TrainResult:
     last_checkpoint: Path
     epochs: int
     best_epoch: int
-    best_mean_dice: float
-    best_dice: dict[str, dict[str, float]]
+    metric: str
+    best_score: float
+    best_scores: dict[str, Any]
     history: tuple[dict[str, Any], ...]
+
+    @property
+    def best_mean_dice(self) -> float:
+        """The best score of a volume run (mean Dice)."""
+        return self.best_score
+
+    @property
+    def best_dice(self) -> dict[str, Any]:
+        """The Dice of each case and region of a volume run's best epoch."""
+        return self.best_scores
 
 
 def model_card_for(spec: TrainSpec, description: str | None = None) -> ModelCard:
@@ -58,6 +73,8 @@ def model_card_for(spec: TrainSpec, description: str | None = None) -> ModelCard
     ``params`` are ``base_channels`` and ``depth``, plus ``context_slices`` when it is not 0.
     """
     m = spec.model
+    if not isinstance(spec.data, DataSection):
+        raise SpecError("model_card_for makes the card of a volume run; raster runs make theirs from the image")
     params: dict[str, Any] = {"base_channels": m.base_channels, "depth": m.depth}
     if m.context_slices:
         params["context_slices"] = m.context_slices
@@ -79,6 +96,7 @@ def soft_dice_loss(
     target: torch.Tensor,
     eps: float = 1.0,
     regions: tuple[tuple[int, ...], ...] | None = None,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """1 - mean soft Dice over the non-background classes (or over ``regions``), pooled over the batch.
 
@@ -185,14 +203,106 @@ def _load_state(path: Path) -> dict[str, Any]:
     return obj
 
 
+class _VolumeJob:
+    """U-Net on MRI cases: sampled slice crops, cross-entropy + soft Dice, validation Dice per case."""
+
+    metric = "mean_dice"
+    scores_key = "dice"
+
+    def __init__(self, spec: TrainSpec) -> None:
+        data = spec.data
+        assert isinstance(data, DataSection)  # noqa: S101  (train() dispatches on the data kind)
+        self.spec, self.data = spec, data
+        t0 = time.perf_counter()
+        train_cases = [load_labelled_case(p, data) for p in data.train]
+        self.val_cases = [load_labelled_case(p, data) for p in data.validation]
+        self.index = SliceIndex(train_cases)
+        log.info(
+            "loaded %d training and %d validation cases in %.1f s",
+            len(train_cases),
+            len(self.val_cases),
+            time.perf_counter() - t0,
+        )
+        self.card = model_card_for(spec)
+        o = spec.optimisation
+        self.ce_weight = torch.tensor(o.ce_weights, dtype=torch.float32) if o.ce_weights else None
+        self.tiling = Tiling(spec.patch_px, spec.val_overlap_px)
+
+    def build(self) -> nn.Module:
+        m = self.spec.model
+        in_channels = len(self.data.modalities) * (2 * m.context_slices + 1)
+        return UNet(in_channels, len(self.data.classes), m.base_channels, m.depth)
+
+    def loss(self, model: nn.Module, rng: np.random.Generator, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        o = self.spec.optimisation
+        x, y = draw_batch(
+            self.index,
+            o.batch_size,
+            o.crop_px,
+            self.spec.model.context_slices,
+            o.tumour_fraction,
+            self.spec.augmentation,
+            rng,
+            gen,
+            class_weights=o.class_weights,
+        )
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        w = self.ce_weight.to(device) if self.ce_weight is not None else None
+        return F.cross_entropy(logits, y, weight=w) + o.dice_weight * soft_dice_loss(logits, y, regions=o.dice_regions)
+
+    def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
+        scores = validate(model, self.card, self.val_cases, self.tiling, self.spec.val_batch_size)
+        return scores, _mean_dice(scores)
+
+
+class _Job(Protocol):
+    """What the loop needs of a kind of training: its card and model, a batch's loss, a score."""
+
+    card: ModelCard
+    metric: str
+    scores_key: str
+
+    def build(self) -> nn.Module: ...
+
+    def loss(
+        self, model: nn.Module, rng: np.random.Generator, gen: torch.Generator, device: torch.device
+    ) -> torch.Tensor: ...
+
+    def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]: ...
+
+
+def _job(spec: TrainSpec) -> _Job:
+    if isinstance(spec.data, DataSection):
+        return _VolumeJob(spec)
+    from ._raster_job import InstanceRasterJob, SemanticRasterJob  # noqa: PLC0415
+
+    return InstanceRasterJob(spec) if spec.model.resolved_task == "instance" else SemanticRasterJob(spec)
+
+
+def _progress(total: int, desc: str) -> Any:
+    """A tqdm bar on a terminal (stderr), nothing otherwise."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None, dynamic_ncols=True)
+
+
 def train(spec: TrainSpec) -> TrainResult:
     """Train a model as ``spec`` says; write ``last.pt``, ``best.pt`` and ``history.json`` to ``spec.output``.
 
-    Each epoch draws ``optimisation.samples_per_epoch`` augmented crops (a share
-    ``tumour_fraction`` from slices with tumour), then predicts every validation case whole,
-    slice by slice exactly as inference does, and scores Dice of the whole tumour, tumour
-    core and enhancing tumour. ``best.pt`` keeps the epoch with the best mean Dice over cases
-    and regions. Both load with :func:`geoseg.models.load_model` (``ModelSpec(checkpoint=...)``).
+    Each epoch draws ``optimisation.samples_per_epoch`` augmented crops, then validates:
+
+    - volumes (``data.kind: volumes``): a share ``tumour_fraction`` of crops from slices with
+      tumour; every validation case predicted whole, slice by slice exactly as inference does,
+      scored by Dice of the whole tumour, tumour core and enhancing tumour (metric
+      ``mean_dice``);
+    - a raster (``data.kind: raster``): crops from the training part (a share
+      ``data.rare_fraction`` centred on labelled pixels); the validation strip predicted on
+      the inference patch grid and scored by IoU (U-Net, metric ``iou``) or object F1 at IoU
+      0.5 (Mask R-CNN, ``task: instance``, metric ``f1``).
+
+    ``best.pt`` keeps the epoch with the best metric. Both load with
+    :func:`geoseg.models.load_model` (``ModelSpec(checkpoint=...)``).
 
     The random state of epoch ``e`` is derived from ``(seed, e)``, so a run resumed from
     ``last.pt`` (model, optimiser, scheduler, epoch, history) continues exactly as it would have.
@@ -204,7 +314,7 @@ def train(spec: TrainSpec) -> TrainResult:
     Raises:
         SpecError: ``output`` holds a run and ``resume`` is false, or the run to resume was made
             by a different spec.
-        SourceError, InputError: a case or label file that cannot be read.
+        SourceError, InputError: an input or label file that cannot be read or used.
     """
     o = spec.optimisation
     out = spec.output
@@ -213,38 +323,23 @@ def train(spec: TrainSpec) -> TrainResult:
         raise SpecError(
             f"{out} already holds a run (last.pt): set resume: true to continue it, or pick a new output"
         )
-    out.mkdir(parents=True, exist_ok=True)
     if o.threads:
         torch.set_num_threads(o.threads)
+    job = _job(spec)
+    out.mkdir(parents=True, exist_ok=True)
 
-    t0 = time.perf_counter()
-    train_cases = [load_labelled_case(p, spec.data) for p in spec.data.train]
-    val_cases = [load_labelled_case(p, spec.data) for p in spec.data.validation]
-    index = SliceIndex(train_cases)
-    log.info(
-        "loaded %d training and %d validation cases in %.1f s",
-        len(train_cases),
-        len(val_cases),
-        time.perf_counter() - t0,
-    )
-
-    context = spec.model.context_slices
-    n_classes = len(spec.data.classes)
-    card = model_card_for(spec)
+    card = job.card
     device = _device(o.device)
     torch.manual_seed(spec.seed)
-    in_channels = len(spec.data.modalities) * (2 * context + 1)
-    model = UNet(in_channels, n_classes, spec.model.base_channels, spec.model.depth)
+    model = job.build()
     _check_loadable(card, model)
     model.to(device)
     ema = _EMA(model, o.ema) if o.ema else None
-    ce_weight = torch.tensor(o.ce_weights, dtype=torch.float32, device=device) if o.ce_weights else None
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     steps = math.ceil(o.samples_per_epoch / o.batch_size)
     sched = _scheduler(opt, spec, steps * o.epochs)
-    tiling = Tiling(spec.patch_px, spec.val_overlap_px)
     history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "mean_dice": -1.0, "dice": {}}
+    best: dict[str, Any] = {"epoch": -1, "score": -1.0, "scores": {}}
     start = 0
 
     if spec.resume and last_path.exists():
@@ -272,47 +367,35 @@ def train(spec: TrainSpec) -> TrainResult:
         torch.manual_seed(int(rng.integers(2**62)))
         model.train()
         losses = []
-        for _ in range(steps):
-            x, y = draw_batch(
-                index,
-                o.batch_size,
-                o.crop_px,
-                context,
-                o.tumour_fraction,
-                spec.augmentation,
-                rng,
-                gen,
-                class_weights=o.class_weights,
-            )
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, weight=ce_weight) + o.dice_weight * soft_dice_loss(
-                logits, y, regions=o.dice_regions
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(model)
-            losses.append(float(loss.detach()))
+        with _progress(steps, f"epoch {epoch + 1}/{o.epochs}") as bar:
+            for _ in range(steps):
+                loss = job.loss(model, rng, gen, device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update(model)
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+                bar.update()
         train_s = time.perf_counter() - te
         served = model if ema is None else ema.module
-        scores = validate(served, card, val_cases, tiling, spec.val_batch_size)
-        mean = _mean_dice(scores)
+        scores, score = job.validate(served)
         entry = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
+            "losses": losses,
             "lr": float(sched.get_last_lr()[0]),
             "train_seconds": train_s,
             "seconds": time.perf_counter() - te,
-            "dice": scores,
-            "mean_dice": mean,
+            job.scores_key: scores,
+            job.metric: score,
         }
         history.append(entry)
-        if mean > best["mean_dice"]:
-            best = {"epoch": epoch + 1, "mean_dice": mean, "dice": scores}
-            extra = {"epoch": epoch + 1, "dice": scores, "mean_dice": mean}
+        if score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score, "scores": scores}
+            extra = {"epoch": epoch + 1, job.scores_key: scores, job.metric: score}
             save_checkpoint(best_path, served, card, extra=extra)
         train_state = {
             "fingerprint": _fingerprint(spec),
@@ -327,14 +410,14 @@ def train(spec: TrainSpec) -> TrainResult:
         save_checkpoint(last_path, model, card, extra={"epoch": epoch + 1, "train_state": train_state})
         (out / "history.json").write_text(json.dumps(history, indent=1))
         log.info(
-            "epoch %d/%d loss %.4f train %.0f s, total %.0f s; val Dice %s mean %.4f%s",
+            "epoch %d/%d loss %.4f train %.0f s, total %.0f s; validation %s %s%s",
             epoch + 1,
             o.epochs,
             entry["loss"],
             train_s,
             entry["seconds"],
-            {c: {k: round(v, 4) for k, v in s.items()} for c, s in scores.items()},
-            mean,
+            job.metric,
+            _rounded(scores),
             " (best)" if best["epoch"] == epoch + 1 else "",
         )
 
@@ -344,10 +427,19 @@ def train(spec: TrainSpec) -> TrainResult:
         last_checkpoint=last_path,
         epochs=len(history),
         best_epoch=int(best["epoch"]),
-        best_mean_dice=float(best["mean_dice"]),
-        best_dice=best["dice"],
+        metric=job.metric,
+        best_score=float(best["score"]),
+        best_scores=best["scores"],
         history=tuple(history),
     )
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def _check_loadable(card: ModelCard, model: nn.Module) -> None:

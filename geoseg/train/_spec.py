@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from geoseg.errors import SpecError
 from geoseg.spec import explain_validation, read_yaml, working_dir
@@ -16,8 +25,11 @@ __all__ = [
     "TUMOUR_CLASSES",
     "AugmentSection",
     "DataSection",
+    "INSTANCE_ARCHITECTURES",
     "ModelSection",
     "OptimSection",
+    "RasterDataSection",
+    "SplitSection",
     "TrainSpec",
     "load_train_spec",
     "parse_train_spec",
@@ -65,16 +77,111 @@ class DataSection(_Frozen):
         return self
 
 
+class SplitSection(_Frozen):
+    """The validation part of a raster: a strip of rows or columns, as fractions of the image.
+
+    ``{axis: rows, start: 0.7, stop: 1.0}`` validates on the bottom 30 % of rows and trains on
+    the rest: whole strips, never random pixels, so neighbouring pixels of one road do not sit
+    on both sides of the split.
+    """
+
+    axis: Literal["rows", "cols"] = "rows"
+    start: float = Field(default=0.7, ge=0, le=1)
+    stop: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> SplitSection:
+        if not self.start < self.stop:
+            raise ValueError(
+                f"start {self.start} must be below stop {self.stop}: the validation strip is "
+                "[start, stop) of the image, e.g. start: 0.7, stop: 1.0"
+            )
+        return self
+
+
+class RasterDataSection(_Frozen):
+    """One georeferenced image with labels: a raster on its grid, or vectors in any CRS."""
+
+    kind: Literal["raster"]
+    image: Path = Field(description="GeoTIFF (any GDAL raster), any CRS and band count")
+    bands: tuple[int | str, ...] | None = Field(
+        default=None, min_length=1, description="1-based band indexes or band descriptions; default all"
+    )
+    labels: Path = Field(
+        description="a label raster on the image's grid (.tif), or vectors: GeoJSON, GeoPackage, GeoParquet"
+    )
+    label_map: dict[int, int] | None = Field(
+        default=None, description="label raster values -> class index; default: any value > 0 is class 1"
+    )
+    class_field: str | None = Field(
+        default=None, description="vector attribute naming each geometry's class; default: all class 1"
+    )
+    label_buffer_m: float = Field(default=0.0, ge=0, description="buffer of line labels each side, metres")
+    classes: tuple[str, ...] = Field(default=("background", "foreground"), min_length=2)
+    validation: SplitSection = SplitSection()
+    normalisation: Literal["percentile", "meanstd"] = Field(
+        default="percentile", description="per-band statistics of the training part written into the card"
+    )
+    percentiles: tuple[float, float] = Field(default=(1.0, 99.0), description="percentile: low, high -> 0, 1")
+    rare_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="share of crops centred on a labelled (non-background) pixel"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RasterDataSection:
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles {list(self.percentiles)} must be [low, high] with 0 <= low < high <= 100")
+        if self.label_map is not None:
+            bad = sorted(v for v in self.label_map.values() if not 0 <= v < len(self.classes))
+            if bad:
+                raise ValueError(
+                    f"label_map sends labels to classes {bad}, but there are {len(self.classes)} classes; "
+                    "fix label_map or classes"
+                )
+        return self
+
+
+INSTANCE_ARCHITECTURES: tuple[str, ...] = ("maskrcnn_mobilenet_v3_large_fpn", "maskrcnn_resnet50_fpn_v2")
+"""Architectures trained as instance models (torchvision Mask R-CNN)."""
+
+
+def _data_kind(value: Any) -> str:
+    kind = value.get("kind", "volumes") if isinstance(value, dict) else getattr(value, "kind", "volumes")
+    return str(kind)
+
+
 class ModelSection(_Frozen):
-    """The network: a U-Net (geoseg.models.UNet) of ``len(modalities) * (2 * context_slices + 1)`` inputs."""
+    """The network: a U-Net (geoseg.models.UNet) of ``len(modalities) * (2 * context_slices + 1)`` inputs
+    (or one input per raster band), or a Mask R-CNN for ``task: instance``."""
 
     name: str = Field(default="mri-tumour", min_length=1)
-    architecture: Literal["unet"] = "unet"
+    architecture: Literal["unet", "maskrcnn_mobilenet_v3_large_fpn", "maskrcnn_resnet50_fpn_v2"] = "unet"
+    task: Literal["semantic", "instance"] | None = Field(
+        default=None, description="default: instance for a Mask R-CNN architecture, else semantic"
+    )
     base_channels: int = Field(default=16, ge=1)
     depth: int = Field(default=4, ge=1, le=7)
     context_slices: int = Field(default=0, ge=0, le=8, description="neighbour slices each side as channels")
     description: str = ""
     licence: str = ""
+
+    @model_validator(mode="after")
+    def _check_task(self) -> ModelSection:
+        instance = self.architecture in INSTANCE_ARCHITECTURES
+        if self.task is not None and (self.task == "instance") != instance:
+            fits = ", ".join(INSTANCE_ARCHITECTURES) if self.task == "instance" else "unet"
+            raise ValueError(
+                f"task {self.task} does not fit architecture {self.architecture}: use {fits}, or drop task"
+            )
+        return self
+
+    @property
+    def resolved_task(self) -> Literal["semantic", "instance"]:
+        """``task``, or the one the architecture implies."""
+        if self.task is not None:
+            return self.task
+        return "instance" if self.architecture in INSTANCE_ARCHITECTURES else "semantic"
 
 
 class AugmentSection(_Frozen):
@@ -148,7 +255,10 @@ class OptimSection(_Frozen):
 class TrainSpec(_Frozen):
     """A whole training run. Relative paths are relative to the spec file (or the working directory)."""
 
-    data: DataSection
+    data: Annotated[
+        Annotated[DataSection, Tag("volumes")] | Annotated[RasterDataSection, Tag("raster")],
+        Discriminator(_data_kind),
+    ]
     model: ModelSection = ModelSection()
     patch_px: int = Field(default=256, ge=16, description="inference patch edge (validation and the card)")
     augmentation: AugmentSection = AugmentSection()
@@ -168,6 +278,11 @@ class TrainSpec(_Frozen):
                     f"{name} {px} is not a multiple of {step} (2**model.depth); "
                     f"use e.g. {max(step, px // step * step)}"
                 )
+        if isinstance(self.data, DataSection) and self.model.resolved_task == "instance":
+            raise ValueError(
+                f"model.architecture {self.model.architecture} is an instance model: train it on "
+                "data.kind: raster (image + polygons); volumes train a unet"
+            )
         n = len(self.data.classes)
         used = set(self.optimisation.class_weights or ()) | {
             c for r in self.optimisation.dice_regions or () for c in r
@@ -195,12 +310,17 @@ def _rebase(spec: TrainSpec, base: Path) -> TrainSpec:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
-    data = spec.data.model_copy(
-        update={
-            "train": tuple(map(fix, spec.data.train)),
-            "validation": tuple(map(fix, spec.data.validation)),
-        }
-    )
+    if isinstance(spec.data, RasterDataSection):
+        data: DataSection | RasterDataSection = spec.data.model_copy(
+            update={"image": fix(spec.data.image), "labels": fix(spec.data.labels)}
+        )
+    else:
+        data = spec.data.model_copy(
+            update={
+                "train": tuple(map(fix, spec.data.train)),
+                "validation": tuple(map(fix, spec.data.validation)),
+            }
+        )
     return spec.model_copy(update={"data": data, "output": fix(spec.output)})
 
 

@@ -1,0 +1,247 @@
+"""Training jobs on one labelled raster: a U-Net (semantic) or a Mask R-CNN (instance).
+
+Each job gives the training loop (:func:`geoseg.train.train`) its model, the loss of one batch
+and the validation score. Validation predicts the validation strip whole, on the fixed patch
+grid of inference (``patch_px``, ``val_overlap_px``) from raw pixels normalised as the card
+says, and scores it: IoU (and for two classes relaxed precision/recall at 3 px) for semantic
+models; object F1 at IoU 0.5 for instance models.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geoseg.core.grid import Tiling, patch_grid
+from geoseg.core.stitch import extract_patches, stitch_extent
+from geoseg.infer import Predictor
+from geoseg.models import ModelCard, build_model
+from geoseg.models._builtin import MASKRCNN_DEFAULTS
+
+from ._raster import RasterScene, band_normalisation, load_raster_scene
+from ._raster_sample import IGNORE, RasterSampler, instance_targets
+from ._scores import iou, object_f1, relaxed_precision_recall
+from ._spec import RasterDataSection, TrainSpec
+
+__all__ = ["MIN_OBJECT_PX", "SemanticRasterJob", "InstanceRasterJob", "predict_raster", "predict_objects"]
+
+log = logging.getLogger("geoseg.train")
+
+MIN_OBJECT_PX = 16
+"""Objects (labels or predictions) of fewer pixels are left out of training targets and F1."""
+
+
+def predict_raster(predictor: Predictor, image: np.ndarray, tiling: Tiling) -> np.ndarray:
+    """(K, H, W) float32 class probabilities of raw (C, H, W) pixels, cut on the fixed patch
+    grid of ``tiling``, answered by ``predictor`` (which normalises as its card says) and
+    stitched with ``crop``, as ``geoseg run`` does."""
+    grid = patch_grid(image.shape[1:], tiling)
+    ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
+    probs = predictor(extract_patches(image, (0, 0), grid, ids))
+    extent = (0, 0, *grid.shape_yx)
+    n = predictor.card.n_classes
+    _, scores = stitch_extent(grid, extent, "crop", "scores", n, [(iy, ix, p) for (iy, ix), p in zip(ids, probs, strict=True)])
+    assert scores is not None  # noqa: S101  (scores patches always stitch to scores)
+    return scores
+
+
+@torch.inference_mode()
+def predict_objects(model: nn.Module, card: ModelCard, image: np.ndarray, tiling: Tiling, batch_size: int) -> np.ndarray:
+    """(H, W) int32 object ids predicted by a Mask R-CNN on raw (C, H, W) pixels.
+
+    Patches on the fixed grid of ``tiling``; instances scoring ``score_threshold`` or more,
+    their masks cut at ``mask_threshold`` (card params), placed in the image by score, highest
+    first: an instance that overlaps one already placed by ``merge_overlap`` or more of the
+    smaller one is the same object seen from a neighbouring patch and is dropped; otherwise it
+    takes the pixels still free. A simple stand-in for the pipeline's seam merge, enough to
+    score validation.
+    """
+    params = {**MASKRCNN_DEFAULTS, **card.params}
+    grid = patch_grid(image.shape[1:], tiling)
+    ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
+    patches = card.normalisation.apply(extract_patches(image, (0, 0), grid, ids))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    found: list[tuple[float, int, np.ndarray]] = []  # (score, order, flat pixel indices)
+    h, w = image.shape[1:]
+    for b in range(0, len(ids), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(patches[b : b + batch_size])).to(device)
+        for (iy, ix), out in zip(ids[b : b + batch_size], model(x), strict=True):
+            y0, x0, y1, x1 = grid.window(iy, ix)
+            keep = out["scores"] >= float(params["score_threshold"])
+            masks = (out["masks"][keep, 0, : y1 - y0, : x1 - x0] >= float(params["mask_threshold"])).cpu().numpy()
+            for score, m in zip(out["scores"][keep].tolist(), masks, strict=True):
+                rows, cols = np.nonzero(m)
+                if rows.size >= MIN_OBJECT_PX:
+                    found.append((score, len(found), (rows + y0) * w + cols + x0))
+    model.train(was_training)
+    objects = np.zeros(h * w, np.int32)
+    n = 0
+    for _, _, flat in sorted(found, key=lambda t: (-t[0], t[1])):
+        under = objects[flat]
+        taken = under[under > 0]
+        if taken.size:
+            _, counts = np.unique(taken, return_counts=True)
+            sizes = np.bincount(objects, minlength=n + 1)
+            owners = np.unique(taken)
+            if any(c / min(flat.size, sizes[o]) >= float(params["merge_overlap"]) for o, c in zip(owners, counts, strict=True)):
+                continue
+        n += 1
+        objects[flat[under == 0]] = n
+    return objects.reshape(h, w)
+
+
+class _RasterJob:
+    """What both raster jobs share: the scene, the card, the sampler, the validation strip."""
+
+    scores_key = "scores"
+
+    def __init__(self, spec: TrainSpec, task: str) -> None:
+        data = spec.data
+        assert isinstance(data, RasterDataSection)  # noqa: S101  (train() dispatches on the data kind)
+        self.spec, self.data = spec, data
+        self.scene: RasterScene = load_raster_scene(data, task, min_px=16)
+        norm = band_normalisation(self.scene.image, self.scene.valid, self.scene.train_rects, data)
+        m = spec.model
+        params: dict[str, Any] = (
+            {"base_channels": m.base_channels, "depth": m.depth} if task == "semantic" else dict(MASKRCNN_DEFAULTS)
+        )
+        self.card = ModelCard(
+            name=m.name,
+            architecture=m.architecture,
+            classes=data.classes,
+            bands=self.scene.bands,
+            normalisation=norm,
+            patch_px=spec.patch_px,
+            overlap_px=spec.val_overlap_px,
+            task=task,  # type: ignore[arg-type]
+            params=params,
+            description=m.description,
+            licence=m.licence,
+        )
+        self.sampler = RasterSampler(self.scene, norm)
+        self.tiling = Tiling(spec.patch_px, spec.val_overlap_px)
+        r0, c0, r1, c1 = self.scene.validation
+        self.val_image = self.scene.image[:, r0:r1, c0:c1]
+        self.val_valid = self.scene.valid[r0:r1, c0:c1]
+        log.info(
+            "raster %s: %d bands %s, %dx%d px, validation %s, training %s; normalisation offset %s scale %s",
+            self.scene.path, len(self.scene.bands), list(self.scene.bands), *self.scene.valid.shape,
+            self.scene.validation, list(self.scene.train_rects),
+            [round(v, 3) for v in norm.offset], [round(v, 3) for v in norm.scale],
+        )  # fmt: skip
+
+    def build(self) -> nn.Module:
+        return build_model(self.card).train()
+
+    def _draw(self, rng: np.random.Generator, gen: torch.Generator) -> Any:
+        o = self.spec.optimisation
+        return self.sampler.draw(o.batch_size, o.crop_px, self.data.rare_fraction, self.spec.augmentation, rng, gen)
+
+
+class SemanticRasterJob(_RasterJob):
+    """A U-Net on a raster: cross-entropy + soft Dice over the valid pixels; validation IoU."""
+
+    metric = "iou"
+
+    def __init__(self, spec: TrainSpec) -> None:
+        super().__init__(spec, "semantic")
+        r0, c0, r1, c1 = self.scene.validation
+        self.val_labels = self.scene.labels[r0:r1, c0:c1]
+        ce = spec.optimisation.ce_weights
+        self.ce_weight = torch.tensor(ce, dtype=torch.float32) if ce else None
+
+    def loss(self, model: nn.Module, rng: np.random.Generator, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        batch = self._draw(rng, gen)
+        x, y = batch.image.to(device), batch.labels.to(device)
+        logits = model(x)
+        w = self.ce_weight.to(device) if self.ce_weight is not None else None
+        ce = F.cross_entropy(logits, y, weight=w, ignore_index=IGNORE)
+        dice = soft_dice(logits, y.clamp(min=0), valid=y != IGNORE, regions=self.spec.optimisation.dice_regions)
+        return ce + self.spec.optimisation.dice_weight * dice
+
+    def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
+        device = str(next(model.parameters()).device)
+        predictor = Predictor(model, batch_size=self.spec.val_batch_size, device=device, card=self.card)
+        probs = predict_raster(predictor, self.val_image, self.tiling)
+        return raster_scores(probs, self.val_labels, self.val_valid)
+
+
+def raster_scores(
+    probs: np.ndarray, labels: np.ndarray, valid: np.ndarray, threshold: float | None = None
+) -> tuple[dict[str, Any], float]:
+    """Scores of (K, H, W) probabilities against (H, W) labels over the valid pixels.
+
+    Per class (not background) its IoU; with two classes also ``relaxed_precision`` and
+    ``relaxed_recall`` (3 px) and the share of pixels predicted and labelled. The class is the
+    argmax, or for two classes ``p(class 1) >= threshold`` when one is given. The score to
+    maximise is the mean IoU over the non-background classes.
+    """
+    if threshold is not None and probs.shape[0] == 2:
+        pred = (probs[1] >= threshold).astype(np.uint8)
+    else:
+        pred = np.argmax(probs, axis=0).astype(np.uint8)
+    pred[~valid] = 0
+    out: dict[str, Any] = {}
+    ious = []
+    for c in range(1, probs.shape[0]):
+        ious.append(iou(pred == c, (labels == c) & valid))
+        out[f"iou_{c}"] = ious[-1]
+    if probs.shape[0] == 2:
+        p, r = relaxed_precision_recall(pred == 1, (labels == 1) & valid, 3.0)
+        out.update(
+            relaxed_precision=p,
+            relaxed_recall=r,
+            predicted_share=float((pred == 1)[valid].mean()),
+            labelled_share=float((labels == 1)[valid].mean()),
+        )
+    score = float(np.mean(ious))
+    out["iou"] = score
+    return out, score
+
+
+def soft_dice(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, regions: tuple[tuple[int, ...], ...] | None
+) -> torch.Tensor:
+    from ._loop import soft_dice_loss  # noqa: PLC0415  (the loop imports this module)
+
+    return soft_dice_loss(logits, target, regions=regions, valid=valid)
+
+
+class InstanceRasterJob(_RasterJob):
+    """A Mask R-CNN on a raster with polygon labels; validation object F1 at IoU 0.5."""
+
+    metric = "f1"
+
+    def __init__(self, spec: TrainSpec) -> None:
+        super().__init__(spec, "instance")
+        assert self.scene.objects is not None  # noqa: S101
+        r0, c0, r1, c1 = self.scene.validation
+        truth = self.scene.objects[r0:r1, c0:c1]
+        ids, counts = np.unique(truth[truth > 0], return_counts=True)
+        small = ids[counts < MIN_OBJECT_PX]
+        self.val_objects = np.where(np.isin(truth, small), 0, truth)
+        log.info(
+            "validation strip: %d objects (%d slivers under %d px left out)",
+            ids.size - small.size, small.size, MIN_OBJECT_PX,
+        )  # fmt: skip
+
+    def loss(self, model: nn.Module, rng: np.random.Generator, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        batch = self._draw(rng, gen)
+        assert batch.objects is not None  # noqa: S101
+        targets = instance_targets(batch.objects, self.scene.object_class, MIN_OBJECT_PX)
+        images = list(batch.image.to(device))
+        losses = model(images, [{k: v.to(device) for k, v in t.items()} for t in targets])
+        return sum(losses.values())  # type: ignore[return-value]
+
+    def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
+        pred = predict_objects(model, self.card, self.val_image, self.tiling, self.spec.val_batch_size)
+        pred[~self.val_valid] = 0
+        scores = object_f1(pred, self.val_objects, 0.5)
+        return scores, float(scores["f1"])
