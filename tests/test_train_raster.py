@@ -278,3 +278,15 @@ def test_spacenet4_buildings_scene_loads_with_its_polygons() -> None:
     assert got.objects is not None and got.objects.max() == 43
     r0, _, r1, _ = got.validation
     assert (r0, r1) == (630, 900) and 0 < len(np.unique(got.objects[r0:r1])) - 1 < 43
+
+
+def test_roads_is_registered_with_packaged_weights() -> None:
+    from geoseg.models._builtin import ROADS_WEIGHTS  # noqa: PLC0415
+
+    model, card = load_model(ModelSpec(name="roads"))
+    assert card.classes == ("background", "road") and card.normalisation.kind == "affine"
+    saved = torch.load(ROADS_WEIGHTS, weights_only=True)
+    assert saved["card"]["normalisation"] == card.to_dict()["normalisation"]
+    assert saved["card"]["params"] == dict(card.params)
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 2, 64, 64)

@@ -25,6 +25,8 @@ from ._builtin import (
     MRI_TUMOUR_CARD,
     MRI_TUMOUR_WEIGHTS,
     NDWI_CARD,
+    ROADS_CARD,
+    ROADS_WEIGHTS,
     TORCHVISION_ARCHITECTURES,
     UNET_CARD,
     maskrcnn_card,
@@ -176,6 +178,7 @@ def _register_builtins() -> None:
             architecture, maskrcnn_card(architecture), "geoseg.models._maskrcnn:build_maskrcnn", needs_checkpoint=True
         )
     register_model("mri-tumour", MRI_TUMOUR_CARD, "geoseg.models._mri:build_mri_tumour", weights=MRI_TUMOUR_WEIGHTS)
+    register_model("roads", ROADS_CARD, "geoseg.models._packaged:build_roads", weights=ROADS_WEIGHTS)
 
 
 _register_builtins()

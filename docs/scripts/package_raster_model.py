@@ -1,0 +1,100 @@
+"""Package a raster training run's best checkpoint as geoseg's built-in ``roads`` or ``buildings`` weights.
+
+    python docs/scripts/package_raster_model.py roads out/train-roads/best.pt
+    python docs/scripts/package_raster_model.py buildings out/train-buildings/best.pt
+
+Both re-read the run's spec (``jobs/train_<name>.yaml``, or ``--spec``) for the scene and its
+split, and score the packaged weights on the validation part through the same code as
+training's validation.
+
+- ``roads``: the road threshold is chosen on the TRAINING part (the one maximising IoU there,
+  on a 0.05 grid), then folded into the head's bias (``p(road) >= t`` is ``l1 - l0 >=
+  log(t / (1 - t))``), so inference's argmax applies it; then IoU and relaxed precision/recall
+  (3 px) on the validation strip.
+- ``buildings``: object F1 at IoU 0.5 on the validation strip.
+
+Writes ``geoseg/models/weights/<name>.pt``: float16 weights (``load_model`` casts back), the
+run's card (for roads with the description of ``ROADS_CARD`` in ``geoseg/models/_builtin.py``),
+and the scores in ``extra``. Keep ``<name>.card.md`` in step with what it prints. (``buildings``
+is not registered yet: no run of it finished on the project's machine; see docs/training.md.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoseg.core.grid import Tiling
+from geoseg.infer import Predictor
+from geoseg.models import build_model, save_checkpoint
+from geoseg.models._builtin import ROADS_CARD, ROADS_WEIGHTS
+from geoseg.models._checkpoint import load_state, read_checkpoint
+from geoseg.train import RasterDataSection, load_train_spec
+from geoseg.train._raster import load_raster_scene
+from geoseg.train._raster_job import MIN_OBJECT_PX, predict_objects, predict_raster, raster_scores
+from geoseg.train._scores import object_f1
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=["roads", "buildings"])
+    ap.add_argument("checkpoint", type=Path, help="best.pt of a geoseg train run")
+    ap.add_argument("--spec", type=Path, help="the run's spec; default jobs/train_<name>.yaml")
+    ap.add_argument("--out", type=Path, help="default geoseg/models/weights/<name>.pt")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    spec = load_train_spec(args.spec or ROOT / "jobs" / f"train_{args.name}.yaml")
+    assert isinstance(spec.data, RasterDataSection)
+    card, state = read_checkpoint(args.checkpoint)
+    if card is None:
+        raise SystemExit(f"{args.checkpoint}: no card inside; give a checkpoint written by geoseg train")
+    extra = torch.load(args.checkpoint, map_location="cpu", weights_only=True).get("extra", {})
+    model = build_model(card)
+    load_state(model, state, args.checkpoint, card)
+    model.eval()
+    scene = load_raster_scene(spec.data, card.task, min_px=16)
+    tiling = Tiling(card.patch_px, spec.val_overlap_px)
+    r0, c0, r1, c1 = scene.validation
+    val_image, val_valid = scene.image[:, r0:r1, c0:c1], scene.valid[r0:r1, c0:c1]
+    report: dict[str, object] = {"epoch": extra.get("epoch")}
+    if args.name == "roads":
+        predictor = Predictor(model, card=card, batch_size=4)
+        (t0, tc0, t1, tc1), *_ = scene.train_rects
+        probs = predict_raster(predictor, scene.image[:, t0:t1, tc0:tc1], tiling)
+        labels, valid = scene.labels[t0:t1, tc0:tc1], scene.valid[t0:t1, tc0:tc1]
+        grid = [round(t, 2) for t in np.arange(0.05, 0.96, 0.05)]
+        train_iou = {t: raster_scores(probs, labels, valid, threshold=t)[1] for t in grid}
+        threshold = max(grid, key=lambda t: train_iou[t])
+        head = model.head  # type: ignore[union-attr]
+        with torch.no_grad():
+            head.bias[1] -= math.log(threshold / (1 - threshold))
+        scores, _ = raster_scores(
+            predict_raster(Predictor(model, card=card, batch_size=4), val_image, tiling), scene.labels[r0:r1, c0:c1], val_valid
+        )
+        report.update(threshold=threshold, train_iou_at_threshold=train_iou[threshold], validation=scores)
+        description, out = ROADS_CARD.description, args.out or ROADS_WEIGHTS
+    else:
+        assert scene.objects is not None
+        truth = scene.objects[r0:r1, c0:c1]
+        ids, counts = np.unique(truth[truth > 0], return_counts=True)
+        truth = np.where(np.isin(truth, ids[counts < MIN_OBJECT_PX]), 0, truth)
+        pred = predict_objects(model, card, val_image, tiling, 2)
+        pred[~val_valid] = 0
+        report.update(validation=object_f1(pred, truth, 0.5), objects_in_validation=int((counts >= MIN_OBJECT_PX).sum()))
+        description, out = card.description, args.out or ROADS_WEIGHTS.with_name("buildings.pt")
+    card = replace(card, description=description)
+    save_checkpoint(out, model.half(), card, extra={"scores": json.loads(json.dumps(report))})
+    print(json.dumps({"out": str(out), "bytes": out.stat().st_size, **report}, indent=1))
+    print("card:", json.dumps(card.to_dict()))
+
+
+if __name__ == "__main__":
+    main()
