@@ -434,10 +434,18 @@ def _check_instance_job(card: ModelCard, spec: JobSpec, volumes: bool) -> None:
         )
     if spec.write_probs:
         raise SpecError(f"write_probs: instance model {name!r} gives instances, not class probabilities; leave --probs out")
-    if spec.instances != "none":
+    if spec.instances != "none" or spec.instance_classes is not None:
+        what = f"instances: {spec.instances!r}" if spec.instances != "none" else "instance_classes"
         raise SpecError(
-            f"instances: {spec.instances!r} labels a semantic mask; model {name!r} is an instance model, whose "
-            "objects come from the model: leave --instances out"
+            f"{what} labels a semantic mask; model {name!r} is an instance model, whose "
+            "objects come from the model: leave --instances and --instance-classes out"
+        )
+    overlap = spec.tiling.resolve(card).overlap_px
+    if overlap < 2:
+        raise SpecError(
+            f"tiling.overlap_px (--overlap) {overlap}: instance model {name!r} joins an object's detections across "
+            "patches where the patches overlap, so they must overlap; use at least 2 (the card says "
+            f"{card.overlap_px})"
         )
     instance_thresholds(card)
 
@@ -470,6 +478,10 @@ def plan_job(spec: JobSpec, card: ModelCard, weights: str) -> JobPlan:
         )
     if spec.instances != "none":
         instance_classes(card, spec)  # a bad class name is the job's error, not each input's
+    elif spec.instance_classes is not None and card.task != "instance":
+        raise SpecError(
+            "instance_classes (--instance-classes) chooses the classes of --instances components; add that or drop them"
+        )
     if card.task == "instance":
         _check_instance_job(card, spec, volumes)
     planner = _plan_case if volumes else _plan_raster

@@ -249,6 +249,8 @@ def test_a_model_that_finds_nothing_gives_an_empty_table(tmp_path: Path) -> None
         ({"write_probs": True}, r"write_probs: instance model 'blobs' gives instances, not class probabilities"),
         ({"instances": "components"}, r"instances: 'components' labels a semantic mask; model 'blobs' is an instance"),
         ({"model_params": {"merge_overlap": 0}}, r"param merge_overlap=0 must be a number in \(0, 1\]"),
+        ({"instance_classes": ["c1"]}, r"instance_classes labels a semantic mask; model 'blobs' is an instance model"),
+        ({"tiling": {"overlap_px": 0}}, r"tiling.overlap_px \(--overlap\) 0: instance model 'blobs' joins .* use at least 2"),
         ({"model_params": {"score_threshold": 2}}, r"param score_threshold=2.0 must be a number in \[0, 1\]"),
     ],
 )
@@ -274,3 +276,17 @@ def test_a_semantic_network_under_an_instance_card_is_one_line_not_a_crash() -> 
     predictor = Predictor(build_model(card), batch_size=2, card=card)
     with pytest.raises(ModelError, match=r"returns a tensor of shape \(2, 2, 64, 64\), dense class scores, but its card says task: instance"):
         predictor(np.zeros((1, 1, 64, 64), np.float32))
+
+
+def test_instance_params_on_a_semantic_model_and_instance_classes_without_instances_are_refused(tmp_path: Path) -> None:
+    from geoseg.errors import GeosegError
+    from geoseg.models import ModelSpec, resolve_card
+    from geoseg.plan import plan_job
+    from geoseg.spec import parse_spec
+
+    with pytest.raises(ModelError, match=r"model 'ndwi' is a semantic model: params \['score_threshold'\] are for instance"):
+        resolve_card(ModelSpec(name="ndwi", params={"score_threshold": 0.3}))
+    spec = parse_spec({"inputs": ["x.tif"], "output": str(tmp_path / "o.zarr"), "model": {"name": "ndwi"},
+                       "instance_classes": ["water"]})  # fmt: skip
+    with pytest.raises(GeosegError, match=r"instance_classes \(--instance-classes\) chooses the classes of --instances"):
+        plan_job(spec, resolve_card(spec.model), "w")

@@ -173,6 +173,7 @@ def test_bad_vector_options_give_one_line(tmp_path: Path, capsys: pytest.Capture
         ([str(plain), "--format", "gpkg", "--simplify", "10"], 2, "has no CRS, so --simplify in metres has no meaning there"),
         ([str(store), "--format", "gpkg", "--class", "road"], 2, "has no class 'road' (classes: other, water); give --class"),
         ([str(store), "--format", "cog", "--geometry", "lines"], 2, "--geometry, --class and --simplify are for vector formats"),
+        ([str(plain), "--format", "geojson"], 2, "has no CRS, and GeoJSON coordinates are EPSG:4326 (RFC 7946)"),
     ]
     for args, code, message in cases:
         with pytest.raises(SystemExit) if code == 2 and "argument" in message else _nothing():
@@ -217,3 +218,11 @@ def test_gpkg_geoparquet_geojson_carry_crs_features_and_totals(tmp_path: Path, c
     gj = tmp_path / "w.geojson"
     assert main(["export", str(water), "--name", "s", "--format", "geojson", "--out", str(gj)]) == 0
     assert gpd.read_file(gj).crs.to_epsg() == 4326
+    import os
+    import pyogrio as po
+
+    assert [name for name, _ in po.list_layers(gj)] == ["water"], "the layer is named, not after a temporary file"
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (gpkg, pq_out, gj):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f"{f.name}: an export's mode follows the umask"

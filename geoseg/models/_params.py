@@ -9,7 +9,10 @@ from geoseg.errors import ModelError
 
 from ._card import ModelCard
 
-__all__ = ["OUTPUT_PARAMS", "card_params", "instance_thresholds"]
+__all__ = ["INSTANCE_PARAMS", "OUTPUT_PARAMS", "card_params", "instance_thresholds"]
+
+INSTANCE_PARAMS = frozenset({"score_threshold", "mask_threshold", "merge_overlap"})
+"""The output params of instance models only (see :data:`OUTPUT_PARAMS`)."""
 
 OUTPUT_PARAMS = frozenset({"min_lesion_ml", "score_threshold", "mask_threshold", "merge_overlap"})
 """Params any card may carry (and a job may override) that act on the output, not the network:

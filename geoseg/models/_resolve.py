@@ -16,7 +16,7 @@ from geoseg.errors import ModelError
 from ._builtin import INDEX_ARCHITECTURES, OTSU
 from ._card import ModelCard
 from ._files import archive_kind, file_digest, require_file
-from ._params import OUTPUT_PARAMS
+from ._params import INSTANCE_PARAMS, OUTPUT_PARAMS
 from ._registry import factory_identity, registered_model
 from ._spec import ModelSpec
 
@@ -159,6 +159,12 @@ def with_params(card: ModelCard, params: Mapping[str, Any]) -> ModelCard:
     """``card`` with ``params`` applied: ``bands`` replaces bands, other keys the card's params."""
     others = {k: _same_kind(card, k, v) for k, v in params.items() if k != "bands"}
     unknown = sorted(set(others) - set(card.params) - OUTPUT_PARAMS)
+    instance_only = sorted(set(others) & INSTANCE_PARAMS) if card.task != "instance" else []
+    if instance_only:
+        raise ModelError(
+            f"model {card.name!r} is a semantic model: params {instance_only} are for instance models "
+            "(task: instance); drop them"
+        )
     if unknown:
         raise ModelError(
             f"model {card.name!r} has no params {unknown}: it takes bands" + "".join(f", {k}" for k in card.params)

@@ -80,6 +80,9 @@ def output_file(out: str | os.PathLike[str], what: str) -> Iterator[Path]:
     staging = Path(tmp)
     try:
         yield staging
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)  # mkstemp made it 0600; an export is a file like any other
         os.replace(staging, target)
     except OSError as e:
         raise StoreError(f"{target}: cannot write the {what} ({e.strerror or e}); check the folder and free space") from None

@@ -328,6 +328,11 @@ def export_vectors(
         StoreError: see :func:`vector_frame`, or ``out`` cannot be written.
     """
     frame, totals = vector_frame(store, name, geometry, classes, simplify_m)
+    if fmt == "geojson" and frame.crs is None:
+        raise StoreError(
+            f"group {name!r} has no CRS, and GeoJSON coordinates are EPSG:4326 (RFC 7946); "
+            "export --format gpkg or geoparquet, whose coordinates may be pixels"
+        )
     layer = "objects" if "instance_id" in frame.columns else "_".join(totals.classes) or "features"
     with output_file(out, fmt) as target:
         try:
@@ -346,10 +351,9 @@ def _write(frame: Any, totals: VectorTotals, target: Path, fmt: str, layer: str)
         meta = {**(table.schema.metadata or {}), b"geoseg:totals": json.dumps(totals.to_dict()).encode()}
         pq.write_table(table.replace_schema_metadata(meta), target)
     elif fmt == "geojson":
-        if frame.crs is not None:
-            frame = frame.to_crs(4326)
+        frame = frame.to_crs(4326)  # a frame without a CRS was refused before
         target.unlink(missing_ok=True)  # GDAL's GeoJSON driver does not write over a file
-        frame.to_file(target, driver="GeoJSON", engine="pyogrio")
+        frame.to_file(target, driver="GeoJSON", engine="pyogrio", layer=layer)
     elif fmt == "gpkg":
         import pandas as pd  # noqa: PLC0415
         import pyogrio  # noqa: PLC0415

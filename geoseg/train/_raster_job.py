@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.core.detections import merge_scene, resolve_patch
 from geoseg.core.grid import Tiling, patch_grid
 from geoseg.core.stitch import extract_patches, stitch_extent
 from geoseg.infer import Predictor
-from geoseg.models import ModelCard, build_model
+from geoseg.models import ModelCard, build_model, instance_thresholds
 from geoseg.models._builtin import MASKRCNN_DEFAULTS
 
 from ._raster import RasterScene, band_normalisation, load_raster_scene
@@ -54,47 +55,28 @@ def predict_raster(predictor: Predictor, image: np.ndarray, tiling: Tiling) -> n
 def predict_objects(model: nn.Module, card: ModelCard, image: np.ndarray, tiling: Tiling, batch_size: int) -> np.ndarray:
     """(H, W) int32 object ids predicted by a Mask R-CNN on raw (C, H, W) pixels.
 
-    Patches on the fixed grid of ``tiling``; instances scoring ``score_threshold`` or more,
-    their masks cut at ``mask_threshold`` (card params), placed in the image by score, highest
-    first: an instance that overlaps one already placed by ``merge_overlap`` or more of the
-    smaller one is the same object seen from a neighbouring patch and is dropped; otherwise it
-    takes the pixels still free. A simple stand-in for the pipeline's seam merge, enough to
-    score validation.
+    Patches on the fixed grid of ``tiling``, each answered as ``geoseg run`` answers it (one
+    instance per pixel by score, :func:`geoseg.core.detections.resolve_patch`, with the card's
+    ``score_threshold`` and ``mask_threshold``), then joined across patch overlaps by the same
+    merge (:func:`geoseg.core.detections.merge_scene`, ``merge_overlap``): validation scores
+    the objects a run would write.
     """
-    params = {**MASKRCNN_DEFAULTS, **card.params}
+    score_t, mask_t, merge = instance_thresholds(card)
     grid = patch_grid(image.shape[1:], tiling)
     ids = [(iy, ix) for iy in range(grid.n_yx[0]) for ix in range(grid.n_yx[1])]
     patches = card.normalisation.apply(extract_patches(image, (0, 0), grid, ids))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    found: list[tuple[float, int, np.ndarray]] = []  # (score, order, flat pixel indices)
-    h, w = image.shape[1:]
+    records = {}
     for b in range(0, len(ids), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(patches[b : b + batch_size])).to(device)
-        for (iy, ix), out in zip(ids[b : b + batch_size], model(x), strict=True):
-            y0, x0, y1, x1 = grid.window(iy, ix)
-            keep = out["scores"] >= float(params["score_threshold"])
-            masks = (out["masks"][keep, 0, : y1 - y0, : x1 - x0] >= float(params["mask_threshold"])).cpu().numpy()
-            for score, m in zip(out["scores"][keep].tolist(), masks, strict=True):
-                rows, cols = np.nonzero(m)
-                if rows.size >= MIN_OBJECT_PX:
-                    found.append((score, len(found), (rows + y0) * w + cols + x0))
+        for ij, out in zip(ids[b : b + batch_size], model(x), strict=True):
+            boxes, labels, scores, masks = (out[k].detach().float().cpu().numpy() for k in ("boxes", "labels", "scores", "masks"))
+            records[ij] = resolve_patch(boxes, labels, scores, masks, card.n_classes, score_t, mask_t)
     model.train(was_training)
-    objects = np.zeros(h * w, np.int32)
-    n = 0
-    for _, _, flat in sorted(found, key=lambda t: (-t[0], t[1])):
-        under = objects[flat]
-        taken = under[under > 0]
-        if taken.size:
-            _, counts = np.unique(taken, return_counts=True)
-            sizes = np.bincount(objects, minlength=n + 1)
-            owners = np.unique(taken)
-            if any(c / min(flat.size, sizes[o]) >= float(params["merge_overlap"]) for o, c in zip(owners, counts, strict=True)):
-                continue
-        n += 1
-        objects[flat[under == 0]] = n
-    return objects.reshape(h, w)
+    objects, _ = merge_scene(grid, records, merge)
+    return objects.astype(np.int32)
 
 
 class _RasterJob:
