@@ -142,6 +142,13 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "model card") -> ModelCard:
         """Parse a card; a missing or mistyped field raises :class:`ModelError` naming it."""
+        for key in ("normalisation", "params"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, Mapping):
+                raise ModelError(
+                    f"{source}: field {key!r} is {value!r}, not a mapping; write it as `{key}: {{key: value, ...}}` "
+                    "(see docs/spec.md#model-cards)"
+                )
         try:
             norm = dict(data.get("normalisation") or {})
             return cls(
