@@ -74,10 +74,17 @@ class InputReport:
         return self.patches_forwarded / self.seconds if self.seconds else 0.0
 
     @property
-    def km2_per_hour(self) -> float | None:
-        if self.kind != "raster" or self.area_km2 is None or not self.seconds or self.already:
+    def km2_run(self) -> float | None:
+        """The ground area this run computed: the raster's area times the share of its blocks
+        run now (a resumed run computed only the blocks without a marker)."""
+        if self.kind != "raster" or self.area_km2 is None or self.already or not self.blocks_run:
             return None
-        return self.area_km2 * 3600.0 / self.seconds
+        return self.area_km2 * self.blocks_run / max(self.blocks_total, 1)
+
+    @property
+    def km2_per_hour(self) -> float | None:
+        area = self.km2_run
+        return None if area is None or not self.seconds else area * 3600.0 / self.seconds
 
     @property
     def cases_per_hour(self) -> float | None:
@@ -223,7 +230,7 @@ class JobReport:
         """The job's km² per hour (rasters run now) and cases per hour (volumes run now), over
         the time the scheduler ran: inputs overlap in time, so their own rates do not add up."""
         ran = [s for s in self.scenes if s.status == "complete" and not s.already]
-        area = [s.area_km2 for s in ran if s.kind == "raster" and s.area_km2 is not None]
+        area = [a for a in (s.km2_run for s in ran) if a is not None]
         cases = sum(s.kind == "volume" for s in ran)
         hours = self.run_seconds / 3600.0
         return {

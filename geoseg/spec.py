@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -43,10 +44,25 @@ class TilingSection(_Frozen):
         return Tiling(self.patch_px or card.patch_px, card.overlap_px if self.overlap_px is None else self.overlap_px)
 
 
+_ONE_SLASH = re.compile(r"^(s3|gs|az):/(?!/)", re.IGNORECASE)
+
+
 def _location(v: Any) -> Any:
-    """A URL (``s3://...``) stays the string it is; anything else is a local path."""
+    """A URL (``s3://...``, its scheme in any case) stays the string it is, the scheme in lower
+    case; anything else is a local path. ``s3:/bucket`` (one slash) is refused as a typo, and
+    credentials written into a URL are refused without repeating them."""
+    if isinstance(v, str) and _ONE_SLASH.match(v):
+        scheme = v.split(":", 1)[0].lower()
+        raise ValueError(f"{v} has one slash after {scheme}:, which would be a local folder; write {scheme}://BUCKET/...")
     if isinstance(v, str) and is_url(v):
-        return v.rstrip("/")
+        scheme, rest = v.split("://", 1)
+        netloc = rest.split("/", 1)[0]
+        if "@" in netloc:
+            raise ValueError(
+                f"{scheme}://***@{rest.split('@', 1)[1]}: credentials in the URL are never used (they would travel "
+                "with the spec and the tasks); remove them and set them in the environment (AWS_ACCESS_KEY_ID...)"
+            )
+        return f"{scheme.lower()}://{rest}".rstrip("/")
     return Path(v) if isinstance(v, str | os.PathLike) else v
 
 

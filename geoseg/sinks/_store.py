@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from zarr.abc.store import Store as ZarrStore
 from zarr.core.buffer import default_buffer_prototype
@@ -19,7 +20,9 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from geoseg._remote import check_bucket, check_url, explain, filesystem, is_url
-from geoseg.errors import StoreError
+from geoseg.errors import GeosegError, StoreError
+
+T = TypeVar("T")
 
 __all__ = ["Store", "StoreLike", "as_store"]
 
@@ -121,9 +124,21 @@ class Store:
             except OSError:
                 break
 
+    def _remote_errors(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``; on an object store, any failure of the store's library (a lost endpoint,
+        a throttled bucket: botocore and aiohttp raise their own types) is one line naming the URL."""
+        if not self.remote:
+            return call()
+        try:
+            return call()
+        except GeosegError:
+            raise
+        except Exception as e:  # noqa: BLE001  (botocore/aiohttp/fsspec errors share no base class)
+            raise StoreError(f"{explain(self.url, e)} (while {what})") from None
+
     def get(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None where there are none."""
-        buf = sync(self.zarr.get(key, default_buffer_prototype()))
+        buf = self._remote_errors(f"reading {key}", lambda: sync(self.zarr.get(key, default_buffer_prototype())))
         return None if buf is None else buf.to_bytes()
 
     def set(self, key: str, data: bytes) -> None:
@@ -136,7 +151,7 @@ class Store:
             raise StoreError(f"{self.url}: cannot write {key} ({e.strerror or e}); check the store is writable") from None
 
     def has(self, key: str) -> bool:
-        return bool(sync(self.zarr.exists(key)))
+        return bool(self._remote_errors(f"looking for {key}", lambda: sync(self.zarr.exists(key))))
 
     def list_prefix(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (a folder-like prefix ending in ``/``), sorted."""
@@ -146,7 +161,7 @@ class Store:
         async def collect() -> list[str]:
             return [k async for k in self.zarr.list_prefix(prefix)]
 
-        return sorted(sync(collect()))
+        return sorted(self._remote_errors(f"listing {prefix}", lambda: sync(collect())))
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix``."""

@@ -138,6 +138,11 @@ def open_raster(path: str | os.PathLike[str]) -> RasterInfo:
             raise SourceError(explain(p, e)) from None
         raise SourceError(f"{p}: cannot read it ({e.strerror or e}); check permissions") from None
     if info.count == 0 or min(info.shape_yx) == 0:
+        if str(p).rstrip("/").lower().endswith(".zarr"):
+            raise InputError(
+                f"{p}: is a Zarr store (geoseg's output?), not an input scene; inputs are GeoTIFF/COG files or NIfTI cases "
+                "(export a store's mask with geoseg export)"
+            )
         raise InputError(f"{p}: raster is empty ({info.count} bands, {info.shape_yx[0]}x{info.shape_yx[1]} px)")
     if info.dtype not in SUPPORTED_DTYPES:
         raise InputError(
