@@ -94,8 +94,8 @@ def read_vector_labels(
         )
     frame = frame.to_crs(crs)
     h, w = shape
-    x0, y0 = transform * (0, 0)
-    x1, y1 = transform * (w, h)
+    x0, y0 = transform @ (0, 0)
+    x1, y1 = transform @ (w, h)
     bounds = box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     inside = frame.geometry.intersects(bounds).to_numpy()
     frame = frame[inside].reset_index(drop=True)
