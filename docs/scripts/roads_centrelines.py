@@ -2,8 +2,10 @@
 (docs/roads.md).
 
     python docs/scripts/roads_centrelines.py OUT_FOLDER [docs/img/roads_vegas.png]
+    python docs/scripts/roads_centrelines.py OUT_FOLDER docs/img/roads_vegas_model.png roads
 
-Until the ``roads`` model is merged, a stand-in TorchScript model (``OUT_FOLDER/standin.pt``,
+With ``roads`` as the third argument, the packaged ``roads`` model runs on the chip itself
+(``road_mask_input.tif``) and its centre lines are drawn. Without it, a stand-in TorchScript model (``OUT_FOLDER/standin.pt``,
 card name ``roads``, classes background/road) answers with the chip's labelled road mask
 (``sample_road_raster_mask.tif``: a 4 m buffer of the labelled centre lines), so everything
 after the model is what a mapper gets: the run, the GeoPackage of centre lines merged across
@@ -58,18 +60,18 @@ def standin(folder: Path) -> Path:
     return path
 
 
-def main(folder: str, picture: str | None = None) -> None:
+def main(folder: str, picture: str | None = None, which: str = "standin") -> None:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    model = standin(out)
-    store = out / "roads.zarr"
-    spec = {"inputs": [str(MASK)], "output": str(store), "model": {"file": str(model)}, "progress": False,
-            "block_px": 512}  # fmt: skip
+    source = CHIP if which == "roads" else MASK
+    model = {"name": "roads"} if which == "roads" else {"file": str(standin(out))}
+    store = out / f"{which}.zarr"
+    spec = {"inputs": [str(source)], "output": str(store), "model": model, "progress": False, "block_px": 512}
     report = run_job(parse_spec(spec))
     assert report.ok, report.summary()
     print(report.summary())
-    gpkg = out / "roads.gpkg"
-    totals = export_vectors(store, MASK.stem, gpkg, "gpkg", "lines")
+    gpkg = out / f"{which}.gpkg"
+    totals = export_vectors(store, source.stem, gpkg, "gpkg", "lines")
     print(totals.line())
     ours = gpd.read_file(gpkg, layer="road")
     truth = gpd.read_file(LINES).to_crs(ours.crs)
@@ -83,10 +85,10 @@ def main(folder: str, picture: str | None = None) -> None:
           f"exported lines to labelled: median {np.median(d):.2f} m, 95 % {np.percentile(d, 95):.2f} m; "
           f"labelled to exported: median {np.median(back):.2f} m, 95 % {np.percentile(back, 95):.2f} m")  # fmt: skip
     if picture:
-        draw(ours, truth, picture)
+        draw(ours, truth, picture, "the roads model" if which == "roads" else "geoseg")
 
 
-def draw(ours: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, out: str) -> None:
+def draw(ours: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, out: str, who: str = "geoseg") -> None:
     with rasterio.open(CHIP) as src:
         img = src.read(1).astype(np.float32)
         left, bottom, right, top = src.bounds
@@ -98,7 +100,7 @@ def draw(ours: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, out: str) -> None:
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)
     ax.set_axis_off()
-    ax.set_title("SpaceNet 3 Las Vegas: centre lines from geoseg (red) over labelled centre lines (yellow)")
+    ax.set_title(f"SpaceNet 3 Las Vegas: centre lines from {who} (red) over labelled centre lines (yellow)")
     fig.tight_layout()
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
