@@ -246,6 +246,11 @@ def _resources(spec: JobSpec) -> _Resources:
     cores = os.cpu_count() or 1
     max_threads = None if use_gpu else max(1, cores // workers)
     gpu_share = 1.0 / per_gpu if per_gpu > 1 else 1
+    if use_gpu and gpus and workers * gpu_share > gpus:
+        # more workers asked for than whole GPU shares: they share the GPUs, or the extra actors
+        # could never be placed and the run would wait for them for ever
+        gpu_share = math.floor(100 * gpus / workers) / 100
+        log.info("%d model workers on %d GPU(s): each reserves %.2f GPU, they share them", workers, gpus, gpu_share)
     actor: dict[str, Any] = {
         "num_cpus": per, "num_gpus": gpu_share if use_gpu else 0, "max_restarts": 0, "max_task_retries": 0,
         "scheduling_strategy": "SPREAD",  # one actor per node before two on one: a scene spreads over the nodes

@@ -169,3 +169,19 @@ def test_a_block_size_off_the_chunk_grid_is_rounded_and_said(tmp_path: Path) -> 
         assert tiles.block_px == want and bool(text) == note, (block, overlap, text)
         if note:
             assert f"block_px {block} rounded up to {want} px" in text
+
+
+def test_more_workers_than_gpus_share_the_gpus_instead_of_waiting_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 2 GPUs, 3 workers each reserve 0.66 GPU: all 3 fit (a whole GPU each never would)."""
+    import ray
+
+    from geoseg import pipeline
+    from geoseg.spec import parse_spec
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"GPU": 2.0, "CPU": 16.0})
+    spec = parse_spec({"inputs": ["x.tif"], "output": "o.zarr", "model": {"name": "ndwi"}, "workers": 3})
+    res = pipeline._resources(spec)
+    assert res.use_gpu and res.workers == 3 and res.actor_options["num_gpus"] == 0.66
+    assert 3 * res.actor_options["num_gpus"] <= 2
+    spec = parse_spec({"inputs": ["x.tif"], "output": "o.zarr", "model": {"name": "ndwi"}, "workers": 2})
+    assert pipeline._resources(spec).actor_options["num_gpus"] == 1
