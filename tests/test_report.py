@@ -12,14 +12,18 @@ from geoseg.report import InputReport, JobReport
 
 
 def test_rates_in_the_inputs_own_units() -> None:
-    raster = InputReport(path="a.tif", name="a", status="complete", kind="raster", area_km2=36.0,
-                         patches_needed=100, patches_forwarded=100, seconds=60.0)  # fmt: skip
+    raster = InputReport(path="a.tif", name="a", status="complete", kind="raster", area_km2=36.0, blocks_total=4,
+                         blocks_run=4, patches_needed=100, patches_forwarded=100, seconds=60.0)  # fmt: skip
     volume = InputReport(path="c1", name="c1", status="complete", kind="volume", patches_needed=155,
                          patches_forwarded=155, seconds=12.0)  # fmt: skip
     assert raster.patches_per_s == pytest.approx(100 / 60)
     assert raster.km2_per_hour == pytest.approx(36.0 * 60) and raster.cases_per_hour is None
     assert volume.cases_per_hour == pytest.approx(300.0) and volume.km2_per_hour is None
     assert InputReport(path="x.tif", kind="raster", seconds=5.0).km2_per_hour is None, "no CRS: no area"
+    resumed = InputReport(path="a.tif", kind="raster", area_km2=36.0, blocks_total=4, blocks_run=1, seconds=60.0)
+    assert resumed.km2_per_hour == pytest.approx(9.0 * 60), "a resumed run computed a quarter of the scene"
+    nothing = InputReport(path="a.tif", kind="raster", area_km2=36.0, blocks_total=4, blocks_run=0, seconds=60.0)
+    assert nothing.km2_per_hour is None, "every block had its marker: no area computed"
     job = JobReport(scenes=[raster, volume], run_seconds=120.0, workers=2, device="cpu")
     d = json.loads(job.to_json())
     assert d["km2_per_hour"] == pytest.approx(36.0 * 30) and d["cases_per_hour"] == pytest.approx(30.0)
