@@ -193,6 +193,8 @@ class _nothing:
 
 
 def test_gpkg_geoparquet_geojson_carry_crs_features_and_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
     import geopandas as gpd
     import pyarrow.parquet as pq
     import pyogrio
@@ -218,10 +220,7 @@ def test_gpkg_geoparquet_geojson_carry_crs_features_and_totals(tmp_path: Path, c
     gj = tmp_path / "w.geojson"
     assert main(["export", str(water), "--name", "s", "--format", "geojson", "--out", str(gj)]) == 0
     assert gpd.read_file(gj).crs.to_epsg() == 4326
-    import os
-    import pyogrio as po
-
-    assert [name for name, _ in po.list_layers(gj)] == ["water"], "the layer is named, not after a temporary file"
+    assert [name for name, _ in pyogrio.list_layers(gj)] == ["water"], "the layer is named, not after a temporary file"
     umask = os.umask(0)
     os.umask(umask)
     for f in (gpkg, pq_out, gj):
