@@ -183,19 +183,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1
 
 
+_SUFFIX_FORMATS = {
+    ".gpkg": ("gpkg",), ".parquet": ("geoparquet", "table"), ".geoparquet": ("geoparquet",),
+    ".geojson": ("geojson",), ".json": ("geojson",), ".csv": ("csv", "table"), ".tif": ("cog",),
+    ".tiff": ("cog",), ".nii": ("nifti",), ".gz": ("nifti",),
+}  # fmt: skip
+"""What an ``--out`` suffix promises: a file named ``x.gpkg`` must be a GeoPackage."""
+
+
+def _check_out_suffix(out: str, fmt: str) -> None:
+    suffix = os.path.splitext(out.rstrip("/"))[1].lower()
+    allowed = _SUFFIX_FORMATS.get(suffix)
+    if allowed and fmt not in allowed:
+        raise SpecError(
+            f"--out {out} is named as {' or '.join(allowed)}, but --format is {fmt}; "
+            f"pass --format {allowed[0]} or name the file for {fmt}"
+        )
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from geoseg.sinks import export_cog, export_nifti, export_table, export_vectors  # noqa: PLC0415
 
-    if args.format in ("geoparquet", "geojson", "gpkg", "csv"):
+    vector = args.format in ("geoparquet", "geojson", "gpkg", "csv")
+    if not vector and (args.geometry, args.classes, args.simplify) != ("polygons", None, 0.0):
+        raise SpecError(
+            f"--geometry, --class and --simplify are for vector formats (gpkg, geoparquet, geojson, csv), not {args.format}"
+        )
+    _check_out_suffix(str(args.out), args.format)
+    if vector:
         totals = export_vectors(
             args.store, args.name, args.out, args.format, args.geometry, args.classes, args.simplify
         )
         print(totals.line())
         out = args.out
-    elif (args.geometry, args.classes, args.simplify) != ("polygons", None, 0.0):
-        raise SpecError(
-            f"--geometry, --class and --simplify are for vector formats (gpkg, geoparquet, geojson, csv), not {args.format}"
-        )
     elif args.format == "cog":
         out = export_cog(args.store, args.name, args.out, array=args.array or "mask")
     elif args.format == "nifti":

@@ -151,7 +151,8 @@ def _scene(
         entries = [(c, tuple(int(v) for v in colours[k])) for k, c in enumerate(classes) if k > 0]
     picture = _overlay(base, labels, colours, nodata=255)
     entries.append(("nodata", NODATA_COLOUR))
-    title = f"{g.basename}: {what} of {url_name(source)}, 1/{scale:.0f} resolution"
+    shown = "full" if scale <= 1 else f"1/{scale:.3g}"
+    title = f"{g.basename}: {what} of {url_name(source)}, {shown} resolution"
     legend = _legend(ow, entries, title)  # type: ignore[arg-type]
     width = max(ow, legend.shape[1])
     canvas = np.full((oh + legend.shape[0], width, 3), 255, np.uint8)

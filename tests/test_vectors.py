@@ -173,7 +173,6 @@ def test_bad_vector_options_give_one_line(tmp_path: Path, capsys: pytest.Capture
         ([str(plain), "--format", "gpkg", "--simplify", "10"], 2, "has no CRS, so --simplify in metres has no meaning there"),
         ([str(store), "--format", "gpkg", "--class", "road"], 2, "has no class 'road' (classes: other, water); give --class"),
         ([str(store), "--format", "cog", "--geometry", "lines"], 2, "--geometry, --class and --simplify are for vector formats"),
-        ([str(plain), "--format", "geojson"], 2, "has no CRS, and GeoJSON coordinates are EPSG:4326 (RFC 7946)"),
     ]
     for args, code, message in cases:
         with pytest.raises(SystemExit) if code == 2 and "argument" in message else _nothing():
@@ -182,6 +181,10 @@ def test_bad_vector_options_give_one_line(tmp_path: Path, capsys: pytest.Capture
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (args, err)
     assert not (tmp_path / "x.gpkg").exists(), "no output where the options are bad"
+    gj = tmp_path / "x.geojson"
+    assert main(["export", str(plain), "--name", "s", "--format", "geojson", "--out", str(gj)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no CRS, and GeoJSON coordinates are EPSG:4326 (RFC 7946)" in err and not gj.exists()
 
 
 class _nothing:
@@ -225,3 +228,15 @@ def test_gpkg_geoparquet_geojson_carry_crs_features_and_totals(tmp_path: Path, c
     os.umask(umask)
     for f in (gpkg, pq_out, gj):
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f"{f.name}: an export's mode follows the umask"
+
+
+def test_an_out_name_that_promises_another_format_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from geoseg.cli import main
+
+    store = mask_store(tmp_path / "o.zarr", lakes(), 64, ("other", "water"))
+    out = tmp_path / "lakes.gpkg"
+    assert main(["export", str(store), "--name", "s", "--format", "geoparquet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--out {out} is named as gpkg, but --format is geoparquet; pass --format gpkg" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert main(["export", str(store), "--name", "s", "--out", str(tmp_path / "lakes.tif")]) == 0, "cog by default"
