@@ -171,7 +171,9 @@ def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
                 log_to_driver=True,
                 configure_logging=True,
             )
-    except RayConnectError:
+    except RayConnectError as e:
+        if address and not spec.ray_address:  # the address came from the environment, not the flag
+            raise RayConnectError(str(e).replace("--address ", "RAY_ADDRESS=", 1)) from None
         raise
     except Exception as e:  # Ray raises bare Exception too (e.g. "node timed out during startup")
         if address:

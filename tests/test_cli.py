@@ -361,3 +361,21 @@ def test_a_group_interrupted_before_its_metadata_is_made_anew(tmp_path: Path, ca
     code, err = _run_cli(["run", "-i", str(src), "-m", "ndwi", "-o", str(tmp_path / "o.zarr"), "--no-progress"], capsys)
     assert code == 0, err
     assert zarr.open_group(str(tmp_path / "o.zarr"), path="s", mode="r").attrs["geoseg"]["status"] == "complete"
+
+
+def test_a_bad_ray_address_from_the_environment_is_named_as_such(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import water_scene, write_raster
+
+    scene = write_raster(tmp_path / "s.tif", water_scene((64, 64)), descriptions=["B02", "B03", "B04", "B08"])
+    env = {**os.environ, "RAY_ADDRESS": "garbage"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "geoseg", "run", "-i", str(scene), "-m", "ndwi", "-o", str(tmp_path / "o.zarr")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        "geoseg: error: RAY_ADDRESS='garbage': not HOST:PORT; give the Ray head's GCS address, e.g. 10.0.0.5:6379"
+    )
