@@ -144,10 +144,12 @@ class Store:
     def set(self, key: str, data: bytes) -> None:
         """Write ``data`` at ``key`` (whole-object write: readers see the old or the new bytes)."""
         try:
-            sync(self.zarr.set(key, default_buffer_prototype().buffer.from_bytes(data)))
-        except OSError as e:
-            if self.remote:
-                raise StoreError(f"{explain(self.url, e)} (while writing {key})") from None
+            self._remote_errors(
+                f"writing {key}", lambda: sync(self.zarr.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+            )
+        except StoreError:
+            raise
+        except OSError as e:  # a local store (a remote one's errors are StoreErrors already)
             raise StoreError(f"{self.url}: cannot write {key} ({e.strerror or e}); check the store is writable") from None
 
     def has(self, key: str) -> bool:
@@ -166,10 +168,10 @@ class Store:
     def delete_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix``."""
         try:
-            sync(self.zarr.delete_dir(prefix.rstrip("/")))
-        except OSError as e:
-            if self.remote:
-                raise StoreError(f"{explain(self.url, e)} (while deleting {prefix})") from None
+            self._remote_errors(f"deleting {prefix}", lambda: sync(self.zarr.delete_dir(prefix.rstrip("/"))))
+        except StoreError:
+            raise
+        except OSError as e:  # a local store (a remote one's errors are StoreErrors already)
             raise StoreError(f"{self.url}: cannot delete {prefix} ({e.strerror or e}); check permissions") from None
 
 
