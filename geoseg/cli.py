@@ -272,7 +272,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
-    result = train(load_train_spec(args.spec))
+    result = train(load_train_spec(args.spec), workers=args.workers, address=args.ray_address)
     what = {"mean_dice": "mean validation Dice", "iou": "validation IoU", "f1": "validation object F1@0.5"}
     print(f"best epoch {result.best_epoch} of {result.epochs}: {what.get(result.metric, result.metric)} {result.best_score:.4f}")
     print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")
@@ -373,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="show this model's card")
     t = sub.add_parser("train", help="train a segmentation model from a YAML spec", description="Train a model (resumable).")
     t.add_argument("spec", type=Path, help="training spec, e.g. jobs/train_mri_tumour.yaml")
+    t.add_argument(
+        "--workers", type=_positive_int, metavar="N",
+        help="train data-parallel with N Ray Train workers (one per GPU, else one CPU process each); "
+        "default optimisation.workers of the spec, 1 = one process without Ray",
+    )  # fmt: skip
+    t.add_argument(
+        "--address", dest="ray_address", metavar="ADDR",
+        help="with --workers: the Ray cluster to join (HOST:PORT, or auto); default RAY_ADDRESS, else a private local Ray",
+    )  # fmt: skip
     v = sub.add_parser(
         "evaluate", help="score MRI masks in a store against ground truth (Dice, lesions)",
         description="Dice of whole tumour, tumour core and enhancing tumour, and lesion-wise counts, "

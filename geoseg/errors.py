@@ -9,6 +9,7 @@ __all__ = [
     "SpecError",
     "ModelError",
     "StoreError",
+    "TrainingError",
     "first_line",
 ]
 
@@ -41,6 +42,10 @@ class ModelError(GeosegError, ValueError):
 
 class StoreError(GeosegError, OSError):
     """An output store that cannot be written, or was written by a different job."""
+
+
+class TrainingError(GeosegError, RuntimeError):
+    """A training run whose workers failed (Ray Train) more often than it recovers from."""
 
 
 def first_line(error: BaseException, path: str | PathLike[str] | None = None) -> str:

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import ray
@@ -78,7 +78,14 @@ class RayConnectError(GeosegError, ConnectionError):
 # Ray: start a private one, or join the cluster the user named, in bounded time
 
 
-def _cluster_address(spec: JobSpec) -> str | None:
+class _HasAddress(Protocol):
+    """What :func:`connect` reads of a job: the cluster it names (``--address``), if any."""
+
+    @property
+    def ray_address(self) -> str | None: ...
+
+
+def _cluster_address(spec: _HasAddress) -> str | None:
     return spec.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
@@ -140,12 +147,13 @@ def _preflight(address: str) -> None:
     raise RayConnectError(f"--address {address}: cannot join the Ray cluster ({last.strip()[:200]}); check the address")
 
 
-def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
+def connect(spec: _HasAddress, local_cpus: int | None = None, log_to_driver: bool = True) -> bool:
     """Start a private local Ray, or join the cluster ``spec.ray_address`` / ``RAY_ADDRESS``
     names; returns True when this call started or joined Ray (False: already up in-process).
 
     A cluster is joined only when named: a Ray that ``ray start`` left on this machine is not
-    used by a plain run.
+    used by a plain run. ``log_to_driver=False`` keeps the workers' output off this terminal
+    (training reports its epochs itself).
 
     Raises:
         RayConnectError: one line naming the address and the fix, within :data:`CONNECT_TIMEOUT_S`.
@@ -161,14 +169,14 @@ def connect(spec: JobSpec, local_cpus: int | None = None) -> bool:
         if address:
             _probe(address)
             _preflight(address)
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=True, include_dashboard=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=log_to_driver, include_dashboard=False)
         else:
             ray.init(
                 address="local",
                 num_cpus=local_cpus,
                 include_dashboard=False,
                 logging_level=logging.ERROR,
-                log_to_driver=True,
+                log_to_driver=log_to_driver,
                 configure_logging=True,
             )
     except RayConnectError as e:

@@ -314,3 +314,24 @@ def test_roads_model_scores_on_its_validation_strip_as_its_card_says() -> None:
     for key in ("iou", "relaxed_precision", "relaxed_recall"):
         assert scores[key] == pytest.approx(stored[key], abs=0.005), key
     assert score >= 0.5 and scores["relaxed_recall"] >= 0.75
+
+
+def test_mask_rcnn_resize_px_upsamples_inside_and_answers_at_patch_size(tmp_path: Path) -> None:
+    """``model.resize_px`` goes into the card; the model resizes each patch to it inside
+    (torchvision's transform) and returns boxes and masks on the patch's own pixels."""
+    from geoseg.errors import ModelError  # noqa: PLC0415
+    from geoseg.models import ModelCard, build_model  # noqa: PLC0415
+
+    card = ModelCard("b", "maskrcnn_mobilenet_v3_large_fpn", ("background", "building"), ("1",), patch_px=64,
+                     task="instance", params={"resize_px": 128})  # fmt: skip
+    model = build_model(card).eval()
+    assert model.transform.min_size == (128,) and model.transform.max_size == 128
+    with torch.inference_mode():
+        (out,) = model(torch.rand(1, 1, 64, 64))
+    assert out["masks"].shape[1:] == (1, 64, 64)
+    assert (out["boxes"] <= 64).all()
+    with pytest.raises(ModelError, match="resize_px=16 must be 0"):
+        build_model(ModelCard("b", card.architecture, card.classes, card.bands, patch_px=64, task="instance",
+                              params={"resize_px": 16}))  # fmt: skip
+    with pytest.raises(SpecError, match="resize_px 512 is for Mask R-CNN"):
+        parse_train_spec(raster_spec(tmp_path, tmp_path / "lakes.geojson", model={"resize_px": 512}))

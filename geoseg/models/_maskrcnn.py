@@ -1,9 +1,11 @@
 """torchvision Mask R-CNN for instance cards, random init, nothing downloaded.
 
 Built for geoseg's patches: :class:`~torchvision.models.detection.transform.GeneralizedRCNNTransform`
-keeps a ``patch_px`` patch at ``patch_px`` (``min_size = max_size = patch_px``) and does not
-normalise (mean 0, std 1: geoseg normalises as the card says), so the ``masks`` come back at
-patch size. In eval mode the module takes a (N, C, P, P) float32 batch and returns, per patch,
+keeps a ``patch_px`` patch at ``patch_px`` (``min_size = max_size = patch_px``), or resizes it
+to the card's ``resize_px`` (e.g. 512 for objects of 20-60 px, as torchvision's own detectors
+upsample to 800), and does not normalise (mean 0, std 1: geoseg normalises as the card says);
+boxes and ``masks`` come back at patch size either way.
+In eval mode the module takes a (N, C, P, P) float32 batch and returns, per patch,
 a dict of ``boxes`` (K, 4), ``labels`` (K,), ``scores`` (K,) and ``masks`` (K, 1, P, P)
 probabilities; in train mode ``module(images, targets)`` returns torchvision's loss dict.
 """
@@ -35,6 +37,9 @@ def build_maskrcnn(card: ModelCard) -> nn.Module:
       patch for the heads (512), at most 50 detections per patch (100). The weights are the
       same as torchvision's layout; only the work per patch is smaller.
 
+    Card param ``resize_px`` (default 0: the patch size) resizes each patch inside the model,
+    e.g. 512 for 256 px patches with objects of 20-60 px; the outputs stay on patch pixels.
+
     Raises:
         ModelError: another architecture, or a card that is not ``task: instance``.
     """
@@ -47,15 +52,17 @@ def build_maskrcnn(card: ModelCard) -> nn.Module:
             f"model {card.name!r}: {card.architecture} returns instances, but its card says task {card.task!r}; "
             "set task: instance"
         )
-    card_params(card, {})
+    resize = card_params(card, {"resize_px": 0})["resize_px"]
+    if resize and resize < 32:
+        raise ModelError(f"model {card.name!r}: param resize_px={resize} must be 0 (the patch size) or at least 32")
     from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2  # noqa: PLC0415 (slow)
     from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: PLC0415
     from torchvision.models.detection.backbone_utils import mobilenet_backbone  # noqa: PLC0415
 
     n_bands = len(card.bands)
     size = {
-        "min_size": card.patch_px,
-        "max_size": card.patch_px,
+        "min_size": resize or card.patch_px,
+        "max_size": resize or card.patch_px,
         "image_mean": [0.0] * n_bands,
         "image_std": [1.0] * n_bands,
     }

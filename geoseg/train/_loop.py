@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -146,7 +148,7 @@ def _fingerprint(spec: TrainSpec) -> str:
         "data": spec.data.model_dump(mode="json"),
         "model": spec.model.model_dump(mode="json", exclude={"description", "licence"}),
         "patch_px": spec.patch_px,
-        "optimisation": spec.optimisation.model_dump(mode="json", exclude={"threads", "device"}),
+        "optimisation": spec.optimisation.model_dump(mode="json", exclude={"threads", "device", "workers"}),
         "augmentation": spec.augmentation.model_dump(mode="json"),
         "seed": spec.seed,
     }
@@ -189,16 +191,16 @@ class _EMA:
                 avg.copy_(new)
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def _load_state(data: bytes, source: Path | str) -> dict[str, Any]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file
         raise ModelError(
-            f"{path}: cannot resume from it ({type(e).__name__}: {e}); delete it or set resume: false"
+            f"{source}: cannot resume from it ({type(e).__name__}: {e}); delete it or set resume: false"
         ) from None
     if not isinstance(obj, dict) or "extra" not in obj or "train_state" not in obj["extra"]:
         raise ModelError(
-            f"{path}: not a geoseg training checkpoint (no train_state); delete it or set resume: false"
+            f"{source}: not a geoseg training checkpoint (no train_state); delete it or set resume: false"
         )
     return obj
 
@@ -287,7 +289,7 @@ def _progress(total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="step", leave=False, disable=None, dynamic_ncols=True)
 
 
-def train(spec: TrainSpec) -> TrainResult:
+def train(spec: TrainSpec, workers: int | None = None, address: str | None = None) -> TrainResult:
     """Train a model as ``spec`` says; write ``last.pt``, ``best.pt`` and ``history.json`` to ``spec.output``.
 
     Each epoch draws ``optimisation.samples_per_epoch`` augmented crops, then validates:
@@ -307,69 +309,144 @@ def train(spec: TrainSpec) -> TrainResult:
     The random state of epoch ``e`` is derived from ``(seed, e)``, so a run resumed from
     ``last.pt`` (model, optimiser, scheduler, epoch, history) continues exactly as it would have.
 
+    ``workers`` (default ``optimisation.workers``) above 1 trains data-parallel on Ray Train
+    (:class:`ray.train.torch.TorchTrainer`, PyTorch DDP), see :mod:`geoseg.train._ray_train`;
+    ``address`` names the Ray cluster to join (default ``RAY_ADDRESS``, else a private local
+    Ray). One process otherwise, without Ray.
+
     With ``optimisation.ema``, validation and ``best.pt`` use the moving average of the
     weights; ``last.pt`` holds the raw weights and keeps the average in its train state.
-    ``optimisation.device`` picks CPU or GPU; a run may be resumed on the other one.
+    ``optimisation.device`` picks CPU or GPU; a run may be resumed on the other one, and with
+    another number of workers.
 
     Raises:
         SpecError: ``output`` holds a run and ``resume`` is false, or the run to resume was made
             by a different spec.
         SourceError, InputError: an input or label file that cannot be read or used.
+        TrainingError: a Ray Train run whose workers failed (one line, the worker's error).
     """
-    o = spec.optimisation
-    out = spec.output
-    last_path, best_path = out / "last.pt", out / "best.pt"
+    n = workers if workers is not None else spec.optimisation.workers
+    if n < 1:
+        raise SpecError(f"--workers {n}: give 1 or more training workers")
+    last_path = spec.output / "last.pt"
     if last_path.exists() and not spec.resume:
         raise SpecError(
-            f"{out} already holds a run (last.pt): set resume: true to continue it, or pick a new output"
+            f"{spec.output} already holds a run (last.pt): set resume: true to continue it, or pick a new output"
         )
+    saved = None
+    if spec.resume and last_path.exists():
+        saved = resume_state(last_path.read_bytes(), spec, last_path)
+    elif spec.resume:
+        log.info("resume: no %s yet, starting a new run", last_path)
+    if n > 1:
+        from ._ray_train import train_on_ray  # noqa: PLC0415  (Ray only when asked)
+
+        return train_on_ray(spec, n, address, saved)
+    job = _job(spec)
+    spec.output.mkdir(parents=True, exist_ok=True)
+    return run_epochs(spec, job, _FolderSink(spec.output), saved, _device(spec.optimisation.device))
+
+
+def resume_state(data: bytes, spec: TrainSpec, source: Path | str) -> dict[str, Any]:
+    """A ``last.pt`` (its bytes) checked to be a training checkpoint of this spec.
+
+    Raises:
+        ModelError: not a readable geoseg training checkpoint.
+        SpecError: written by another spec.
+    """
+    saved = _load_state(data, source)
+    if saved["extra"]["train_state"]["fingerprint"] != _fingerprint(spec):
+        raise SpecError(
+            f"{source} was written by a different training spec; resume it with the same spec or pick a new output"
+        )
+    return saved
+
+
+class Sink(Protocol):
+    """Where the epochs of one training process go: its rank, the DDP wrap, the checkpoint files."""
+
+    rank: int
+    world: int
+    folder: Path
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module: ...
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float], note: str) -> None: ...
+
+
+class _FolderSink:
+    """One process: checkpoints written straight to the output folder."""
+
+    rank, world = 0, 1
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        return model
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float], note: str) -> None:
+        log.info("%s", note)
+
+
+def run_epochs(
+    spec: TrainSpec, job: _Job, sink: Sink, saved: dict[str, Any] | None, device: torch.device
+) -> TrainResult:
+    """The epochs of one training process (rank ``sink.rank`` of ``sink.world``).
+
+    Every rank draws ``batch_size`` crops per step from its own random stream (rank 0's is
+    that of a one-process run: ``(seed, epoch)``; rank r's ``(seed, epoch, r)``), so an epoch
+    of ``samples_per_epoch`` crops takes ``ceil(samples_per_epoch / (batch_size * world))``
+    steps; DDP averages the gradients. Rank 0 validates and writes ``last.pt``, ``best.pt`` and
+    ``history.json`` to ``sink.folder``, then ``sink.epoch_done`` publishes them.
+    """
+    o = spec.optimisation
+    out = sink.folder
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    main = sink.rank == 0
     if o.threads:
         torch.set_num_threads(o.threads)
-    job = _job(spec)
-    out.mkdir(parents=True, exist_ok=True)
-
     card = job.card
-    device = _device(o.device)
     torch.manual_seed(spec.seed)
     model = job.build()
     _check_loadable(card, model)
     model.to(device)
-    ema = _EMA(model, o.ema) if o.ema else None
+    ema = _EMA(model, o.ema) if o.ema and main else None
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    steps = math.ceil(o.samples_per_epoch / o.batch_size)
+    steps = math.ceil(o.samples_per_epoch / (o.batch_size * sink.world))
     sched = _scheduler(opt, spec, steps * o.epochs)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": -1, "score": -1.0, "scores": {}}
     start = 0
 
-    if spec.resume and last_path.exists():
-        saved = _load_state(last_path)
+    if saved is not None:
         state = saved["extra"]["train_state"]
-        if state["fingerprint"] != _fingerprint(spec):
-            raise SpecError(
-                f"{last_path} was written by a different training spec; resume it with the same spec "
-                "or pick a new output"
-            )
         model.load_state_dict(saved["state_dict"])
         if ema is not None:
-            ema.module.load_state_dict(state["ema"])
+            ema.module.load_state_dict(state["ema"] if "ema" in state else model.state_dict())
         opt.load_state_dict(state["optimiser"])
-        sched.load_state_dict(state["scheduler"])
+        if state.get("steps_per_epoch", steps) == steps:
+            sched.load_state_dict(state["scheduler"])
+        else:  # resumed with another number of workers: the schedule continues at the same point
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "step() before optimizer.step()"
+                for _ in range(steps * int(state["epoch"])):
+                    sched.step()
         history, best, start = list(state["history"]), dict(state["best"]), int(state["epoch"])
-        log.info("resuming %s after epoch %d", last_path, start)
-    elif spec.resume:
-        log.info("resume: no %s yet, starting a new run", last_path)
+        if main:
+            log.info("resuming %s after epoch %d", last_path, start)
+    fwd = sink.wrap(model, device)
 
     for epoch in range(start, o.epochs):
         te = time.perf_counter()
-        rng = np.random.default_rng([spec.seed, epoch])
+        rng = np.random.default_rng([spec.seed, epoch] if main else [spec.seed, epoch, sink.rank])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         torch.manual_seed(int(rng.integers(2**62)))
         model.train()
         losses = []
-        with _progress(steps, f"epoch {epoch + 1}/{o.epochs}") as bar:
+        with _progress(steps if main else 0, f"epoch {epoch + 1}/{o.epochs}") as bar:
             for _ in range(steps):
-                loss = job.loss(model, rng, gen, device)
+                loss = job.loss(fwd, rng, gen, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -380,6 +457,9 @@ def train(spec: TrainSpec) -> TrainResult:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
                 bar.update()
         train_s = time.perf_counter() - te
+        if not main:
+            sink.epoch_done(epoch + 1, {"loss": float(np.mean(losses))}, "")
+            continue
         served = model if ema is None else ema.module
         scores, score = job.validate(served)
         entry = {
@@ -392,6 +472,8 @@ def train(spec: TrainSpec) -> TrainResult:
             job.scores_key: scores,
             job.metric: score,
         }
+        if sink.world > 1:
+            entry["workers"] = sink.world
         history.append(entry)
         if score > best["score"]:
             best = {"epoch": epoch + 1, "score": score, "scores": scores}
@@ -400,6 +482,7 @@ def train(spec: TrainSpec) -> TrainResult:
         train_state = {
             "fingerprint": _fingerprint(spec),
             "epoch": epoch + 1,
+            "steps_per_epoch": steps,
             "optimiser": opt.state_dict(),
             "scheduler": _plain(sched.state_dict()),
             "history": history,
@@ -409,25 +492,24 @@ def train(spec: TrainSpec) -> TrainResult:
             train_state["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
         save_checkpoint(last_path, model, card, extra={"epoch": epoch + 1, "train_state": train_state})
         (out / "history.json").write_text(json.dumps(history, indent=1))
-        log.info(
-            "epoch %d/%d loss %.4f train %.0f s, total %.0f s; validation %s %s%s",
-            epoch + 1,
-            o.epochs,
-            entry["loss"],
-            train_s,
-            entry["seconds"],
-            job.metric,
-            _rounded(scores),
-            " (best)" if best["epoch"] == epoch + 1 else "",
+        note = (
+            f"epoch {epoch + 1}/{o.epochs} loss {entry['loss']:.4f} train {train_s:.0f} s, total {entry['seconds']:.0f} s; "
+            f"validation {job.metric} {_rounded(scores)}{' (best)' if best['epoch'] == epoch + 1 else ''}"
         )
+        sink.epoch_done(epoch + 1, {"loss": float(np.mean(losses)), job.metric: score}, note)
 
+    return result_of(out, job.metric, history, best)
+
+
+def result_of(out: Path, metric: str, history: list[dict[str, Any]], best: dict[str, Any]) -> TrainResult:
+    """The :class:`TrainResult` of a run whose checkpoints are in ``out``."""
     return TrainResult(
         output=out,
-        best_checkpoint=best_path,
-        last_checkpoint=last_path,
+        best_checkpoint=out / "best.pt",
+        last_checkpoint=out / "last.pt",
         epochs=len(history),
         best_epoch=int(best["epoch"]),
-        metric=job.metric,
+        metric=metric,
         best_score=float(best["score"]),
         best_scores=best["scores"],
         history=tuple(history),

@@ -94,6 +94,8 @@ class _RasterJob:
         params: dict[str, Any] = (
             {"base_channels": m.base_channels, "depth": m.depth} if task == "semantic" else dict(MASKRCNN_DEFAULTS)
         )
+        if m.resize_px:
+            params["resize_px"] = m.resize_px
         self.card = ModelCard(
             name=m.name,
             architecture=m.architecture,

@@ -163,12 +163,20 @@ class ModelSection(_Frozen):
     base_channels: int = Field(default=16, ge=1)
     depth: int = Field(default=4, ge=1, le=7)
     context_slices: int = Field(default=0, ge=0, le=8, description="neighbour slices each side as channels")
+    resize_px: int = Field(
+        default=0,
+        ge=0,
+        le=2048,
+        description="Mask R-CNN: resize each patch to this edge inside the model (small objects); 0 = patch_px",
+    )
     description: str = ""
     licence: str = ""
 
     @model_validator(mode="after")
     def _check_task(self) -> ModelSection:
         instance = self.architecture in INSTANCE_ARCHITECTURES
+        if self.resize_px and not instance:
+            raise ValueError(f"resize_px {self.resize_px} is for Mask R-CNN architectures; drop it for {self.architecture}")
         if self.task is not None and (self.task == "instance") != instance:
             fits = ", ".join(INSTANCE_ARCHITECTURES) if self.task == "instance" else "unet"
             raise ValueError(
@@ -233,7 +241,10 @@ class OptimSection(_Frozen):
     ema: float | None = Field(
         default=None, gt=0, lt=1, description="validate and save an exponential moving average of the weights"
     )
-    threads: int | None = Field(default=None, ge=1, description="torch CPU threads; default torch's")
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (per worker); default torch's")
+    workers: int = Field(
+        default=1, ge=1, description="training processes; above 1, data-parallel on Ray Train (geoseg train --workers)"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="where to train: auto = cuda when torch sees a GPU, else cpu"
     )
