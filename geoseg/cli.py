@@ -272,7 +272,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
-    result = train(load_train_spec(args.spec), workers=args.workers, address=args.ray_address)
+    spec = load_train_spec(args.spec)
+    workers = args.workers if args.workers is not None else spec.optimisation.workers
+    if args.ray_address and workers < 2:
+        raise SpecError(f"--address {args.ray_address}: a cluster is used only to train with several workers; add --workers N")
+    result = train(spec, workers=workers, address=args.ray_address)
     what = {"mean_dice": "mean validation Dice", "iou": "validation IoU", "f1": "validation object F1@0.5"}
     print(f"best epoch {result.best_epoch} of {result.epochs}: {what.get(result.metric, result.metric)} {result.best_score:.4f}")
     print(f"checkpoints: {result.best_checkpoint} (best), {result.last_checkpoint} (last)")

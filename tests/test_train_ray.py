@@ -64,6 +64,7 @@ def test_two_workers_train_and_survive_a_worker_failure(tmp_path: Path, monkeypa
     [
         (["--workers", "0"], "invalid positive int value: '0'"),
         (["--workers", "2", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: nothing answers there"),
+        (["--address", "127.0.0.1:1"], "a cluster is used only to train with several workers; add --workers N"),
     ],
 )
 def test_bad_worker_flags_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
