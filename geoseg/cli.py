@@ -275,7 +275,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     spec = load_train_spec(args.spec)
     workers = args.workers if args.workers is not None else spec.optimisation.workers
     if args.ray_address and workers < 2:
-        raise SpecError(f"--address {args.ray_address}: a cluster is used only to train with several workers; add --workers N")
+        raise SpecError(
+            f"--address {args.ray_address}: a cluster is used only to train with several workers; add --workers N with N >= 2"
+        )
     result = train(spec, workers=workers, address=args.ray_address)
     what = {"mean_dice": "mean validation Dice", "iou": "validation IoU", "f1": "validation object F1@0.5"}
     print(f"best epoch {result.best_epoch} of {result.epochs}: {what.get(result.metric, result.metric)} {result.best_score:.4f}")
@@ -475,7 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"
-        print(f"geoseg: {what}; inputs that finished are complete, rerun the same command to resume", file=sys.stderr)
+        if args.command == "train":
+            print(f"geoseg: {what}; epochs that finished are in the output's last.pt: set resume: true in the "
+                  "spec and rerun the same command to continue", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"geoseg: {what}; inputs that finished are complete, rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
     finally:
         log.removeHandler(handler)

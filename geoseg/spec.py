@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Tag, ValidationError, field_validator
 
 from geoseg._remote import is_url
 from geoseg.core.grid import Tiling
@@ -178,19 +178,38 @@ def _rebase(spec: JobSpec, base: Path, source: str) -> JobSpec:
     return out
 
 
-def _section_of(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel]:
-    """The model class that owns the last element of ``loc`` (a sub-section's, or ``root``)."""
-    owner = root
-    for part in loc[:-1]:
-        field = owner.model_fields.get(str(part))
+def _models_in(annotation: Any, tag: str | None = None) -> list[tuple[str | None, type[BaseModel]]]:
+    """The pydantic models an annotation can hold, each with its union ``Tag`` if it has one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(tag, annotation)]
+    found: list[tuple[str | None, type[BaseModel]]] = []
+    tags = [m.tag for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Tag)]
+    for arg in get_args(annotation):
+        found += _models_in(arg, tags[0] if tags else tag)
+    return found
+
+
+def _section_of(root: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[type[BaseModel], tuple[str, ...]]:
+    """The model class that owns the last element of ``loc`` (a sub-section's, or ``root``), and
+    ``loc`` as the user wrote it (without the tags pydantic adds for a tagged union)."""
+    owner, path, parts = root, [], [str(p) for p in loc]
+    i = 0
+    while i < len(parts) - 1:
+        field = owner.model_fields.get(parts[i])
+        path.append(parts[i])
+        i += 1
         if field is None:
             break
-        models = [a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type)]
-        sub = next((a for a in models if issubclass(a, BaseModel)), None)
-        if sub is None:
+        models = _models_in(field.annotation)
+        if not models:
             break
-        owner = sub
-    return owner
+        tagged = dict(models)
+        if len(models) > 1 and i < len(parts) - 1 and parts[i] in tagged:
+            owner = tagged[parts[i]]
+            i += 1  # the tag is pydantic's, not a field the user wrote
+        else:
+            owner = models[0][1]
+    return owner, (*path, *parts[i:])
 
 
 def explain_validation(err: ValidationError, source: str, root: type[BaseModel], hint: str) -> SpecError:
@@ -199,16 +218,17 @@ def explain_validation(err: ValidationError, source: str, root: type[BaseModel],
     An unknown field lists the fields its section knows; a bad value is quoted.
     """
     first = err.errors()[0]
-    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+    section, loc = _section_of(root, first["loc"])
+    where = ".".join(loc) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        known = ", ".join(sorted(_section_of(root, first["loc"]).model_fields))
+        known = ", ".join(sorted(section.model_fields))
         msg = f"is not a known field (fields: {known})"
     elif first["type"] == "missing":
         msg = "is required"
     elif "input" in first and first["type"] != "value_error":
         msg = f"{first['input']!r}: {msg}"
-    others = [".".join(str(x) for x in e["loc"]) or "(top level)" for e in err.errors()[1:]]
+    others = [".".join(_section_of(root, e["loc"])[1]) or "(top level)" for e in err.errors()[1:]]
     more = f" (also wrong: {', '.join(others)})" if others else ""
     if msg.startswith((f"{where}.", f"{where}:")):
         return SpecError(f"{source}: {msg}{more}; {hint}")  # a section that names its own field

@@ -313,7 +313,7 @@ def test_resume_continues_the_epoch_count_and_matches_an_uninterrupted_run(
             for k, v in ema.items():
                 torch.testing.assert_close(best[k], v)
     changed = parse_train_spec({**data, "output": str(tmp_path / "split"), "resume": True, "seed": 3})
-    with pytest.raises(SpecError, match="different training spec"):
+    with pytest.raises(SpecError, match=r"different training spec \(changed: seed 0 -> 3\)"):
         train(changed)
 
 

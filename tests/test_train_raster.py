@@ -267,6 +267,16 @@ def test_bad_inputs_get_one_line_each(
     with pytest.raises(SpecError, match="task semantic does not fit architecture maskrcnn"):
         parse_train_spec(raster_spec(tmp_path, lakes, model={"architecture": "maskrcnn_mobilenet_v3_large_fpn",
                                                               "task": "semantic"}))  # fmt: skip
+    # a typo inside data lists the fields of data (of its kind), and the raster example
+    with pytest.raises(SpecError, match=r"data\.rare_fractoin: is not a known field \(fields: bands, class_field.*"
+                                        r"rare_fraction.*\); see jobs/train_roads.yaml"):  # fmt: skip
+        parse_train_spec(raster_spec(tmp_path, lakes, data={"rare_fractoin": 0.5}))
+    # a validation strip without labels (rows 32-47 lie between the lakes)
+    with pytest.raises(InputError, match="no labelled pixel lies in the validation strip rows 32-47"):
+        load(lakes, validation={"axis": "rows", "start": 0.25, "stop": 0.375})
+    # a crop larger than the training part (it would be all padding, and a huge one fills memory)
+    with pytest.raises(SpecError, match=r"crop_px 4096 is larger than the training part .* \(at most 96 px across\)"):
+        SemanticRasterJob(parse_train_spec(raster_spec(tmp_path, lakes, optimisation={"crop_px": 4096})))
     assert image.exists()
 
 

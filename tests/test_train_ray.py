@@ -64,7 +64,8 @@ def test_two_workers_train_and_survive_a_worker_failure(tmp_path: Path, monkeypa
     [
         (["--workers", "0"], "invalid positive int value: '0'"),
         (["--workers", "2", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: nothing answers there"),
-        (["--address", "127.0.0.1:1"], "a cluster is used only to train with several workers; add --workers N"),
+        (["--workers", "64"], "--workers 64 with threads 2 needs 128 CPUs, and this machine's Ray has"),
+        (["--address", "127.0.0.1:1"], "a cluster is used only to train with several workers; add --workers N with N >= 2"),
     ],
 )
 def test_bad_worker_flags_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
@@ -79,3 +80,21 @@ def test_bad_worker_flags_are_one_line(tmp_path: Path, args: list[str], needle: 
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_an_interrupted_training_says_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import geoseg.train  # noqa: PLC0415
+    from geoseg.cli import main  # noqa: PLC0415
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(geoseg.train, "train", interrupted)
+    _, lakes, _ = write_scene(tmp_path)
+    spec = tmp_path / "train.yaml"
+    spec.write_text(json.dumps(raster_spec(tmp_path, lakes)))
+    assert main(["train", str(spec)]) == 130
+    err = capsys.readouterr().err
+    assert "set resume: true in the spec and rerun the same command" in err and "inputs that finished" not in err

@@ -84,6 +84,10 @@ def main(folder: str, picture: str | None = None, which: str = "standin") -> Non
     print(f"networks {len(ours)}, length {a_lines.length:.0f} m against {b_lines.length:.0f} m labelled; "
           f"exported lines to labelled: median {np.median(d):.2f} m, 95 % {np.percentile(d, 95):.2f} m; "
           f"labelled to exported: median {np.median(back):.2f} m, 95 % {np.percentile(back, 95):.2f} m")  # fmt: skip
+    far = a_lines.difference(b_lines.buffer(3.0)).length
+    missed = b_lines.difference(a_lines.buffer(3.0)).length
+    print(f"exported line more than 3 m from a labelled one: {far:.0f} m ({far / a_lines.length:.1%}); "
+          f"labelled line more than 3 m from an exported one: {missed:.0f} m ({missed / b_lines.length:.1%})")  # fmt: skip
     if picture:
         draw(ours, truth, picture, "the roads model" if which == "roads" else "geoseg")
 

@@ -355,11 +355,24 @@ def resume_state(data: bytes, spec: TrainSpec, source: Path | str) -> dict[str, 
         SpecError: written by another spec.
     """
     saved = _load_state(data, source)
-    if saved["extra"]["train_state"]["fingerprint"] != _fingerprint(spec):
+    then, now = saved["extra"]["train_state"]["fingerprint"], _fingerprint(spec)
+    if then != now:
+        changed = _changed_fields(json.loads(then), json.loads(now))
         raise SpecError(
-            f"{source} was written by a different training spec; resume it with the same spec or pick a new output"
+            f"{source} was written by a different training spec (changed: {', '.join(changed[:4]) or 'unknown'}); "
+            "resume it with the same spec, or pick a new output"
         )
     return saved
+
+
+def _changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the fields whose values differ between two fingerprints."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
 
 
 class Sink(Protocol):

@@ -20,6 +20,7 @@ from torch import nn
 from geoseg.core.detections import merge_scene, resolve_patch
 from geoseg.core.grid import Tiling, patch_grid
 from geoseg.core.stitch import extract_patches, stitch_extent
+from geoseg.errors import SpecError
 from geoseg.infer import Predictor
 from geoseg.models import ModelCard, build_model, instance_thresholds
 from geoseg.models._builtin import MASKRCNN_DEFAULTS
@@ -79,6 +80,12 @@ def predict_objects(model: nn.Module, card: ModelCard, image: np.ndarray, tiling
     return objects.astype(np.int32)
 
 
+def _rect_text(rect: tuple[int, int, int, int]) -> str:
+    """``rows 0-909, columns 0-1299`` for a (row0, col0, row1, col1) rectangle, ends inclusive."""
+    r0, c0, r1, c1 = rect
+    return f"rows {r0}-{r1 - 1}, columns {c0}-{c1 - 1}"
+
+
 class _RasterJob:
     """What both raster jobs share: the scene, the card, the sampler, the validation strip."""
 
@@ -109,15 +116,21 @@ class _RasterJob:
             description=m.description,
             licence=m.licence,
         )
+        longest = max(max(r1 - r0, c1 - c0) for r0, c0, r1, c1 in self.scene.train_rects)
+        if spec.optimisation.crop_px > longest:
+            raise SpecError(
+                f"optimisation.crop_px {spec.optimisation.crop_px} is larger than the training part of "
+                f"{self.scene.path} (at most {longest} px across); use a crop_px of {longest} or less"
+            )
         self.sampler = RasterSampler(self.scene, norm)
         self.tiling = Tiling(spec.patch_px, spec.val_overlap_px)
         r0, c0, r1, c1 = self.scene.validation
         self.val_image = self.scene.image[:, r0:r1, c0:c1]
         self.val_valid = self.scene.valid[r0:r1, c0:c1]
         log.info(
-            "raster %s: %d bands %s, %dx%d px, validation %s, training %s; normalisation offset %s scale %s",
+            "raster %s: %d bands %s, %dx%d px (rows x columns), validation %s, training %s; normalisation offset %s scale %s",
             self.scene.path, len(self.scene.bands), list(self.scene.bands), *self.scene.valid.shape,
-            self.scene.validation, list(self.scene.train_rects),
+            _rect_text(self.scene.validation), ", ".join(map(_rect_text, self.scene.train_rects)),
             [round(v, 3) for v in norm.offset], [round(v, 3) for v in norm.scale],
         )  # fmt: skip
 

@@ -146,6 +146,23 @@ def _use_gpu(spec: TrainSpec, workers: int) -> bool:
     return choice == "cuda" or (choice == "auto" and gpus >= workers)
 
 
+def _check_cpus(workers: int, threads: int, use_gpu: bool, private: bool) -> None:
+    """A private local Ray with fewer CPUs than the workers need would wait for ever: refuse it.
+    A cluster may grow (autoscaling): say what it has now and let Ray Train wait."""
+    if use_gpu:
+        return
+    have = float(ray.cluster_resources().get("CPU", 0))
+    need = workers * threads
+    if need <= have:
+        return
+    if private:
+        raise SpecError(
+            f"--workers {workers} with threads {threads} needs {need} CPUs, and this machine's Ray has {have:g}; "
+            f"use --workers {max(1, int(have) // threads)} or fewer, or join a cluster with --address"
+        )
+    log.warning("the cluster has %g CPUs now and %d workers need %d; Ray Train waits for more", have, workers, need)
+
+
 def train_on_ray(spec: TrainSpec, workers: int, address: str | None, saved: dict[str, Any] | None) -> TrainResult:
     """Train ``spec`` with ``workers`` Ray Train workers; see the module docstring.
 
@@ -167,6 +184,8 @@ def train_on_ray(spec: TrainSpec, workers: int, address: str | None, saved: dict
     started = connect(_Address(address), log_to_driver=False)
     try:
         use_gpu = _use_gpu(spec, workers)
+        private = started and not (address or os.environ.get("RAY_ADDRESS"))
+        _check_cpus(workers, spec.optimisation.threads or 1, use_gpu, private)
         here = ray.get_runtime_context().get_node_id()
         writer = _CheckpointWriter.options(  # type: ignore[attr-defined]
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)

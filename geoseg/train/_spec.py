@@ -350,7 +350,9 @@ def parse_train_spec(data: Any, source: str = "train spec", base: Path | None = 
     try:
         spec = TrainSpec.model_validate(data)
     except ValidationError as e:
-        raise explain_validation(e, source, TrainSpec, "see jobs/train_mri_tumour.yaml for an example") from None
+        raster = isinstance(data.get("data"), dict) and data["data"].get("kind") == "raster"
+        example = "jobs/train_roads.yaml" if raster else "jobs/train_mri_tumour.yaml"
+        raise explain_validation(e, source, TrainSpec, f"see {example} for an example") from None
     return _rebase(spec, base or working_dir("training spec"))
 
 
