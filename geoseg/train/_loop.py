@@ -338,6 +338,10 @@ def train(spec: TrainSpec, workers: int | None = None, address: str | None = Non
         saved = resume_state(last_path.read_bytes(), spec, last_path)
     elif spec.resume:
         log.info("resume: no %s yet, starting a new run", last_path)
+    if saved is not None and int(saved["extra"]["train_state"]["epoch"]) >= spec.optimisation.epochs:
+        state = saved["extra"]["train_state"]
+        log.info("%s: all %d epochs are done; nothing to train", last_path, spec.optimisation.epochs)
+        return result_of(spec.output, _metric_of(spec), list(state["history"]), dict(state["best"]))
     if n > 1:
         from ._ray_train import train_on_ray  # noqa: PLC0415  (Ray only when asked)
 
@@ -345,6 +349,13 @@ def train(spec: TrainSpec, workers: int | None = None, address: str | None = Non
     job = _job(spec)
     spec.output.mkdir(parents=True, exist_ok=True)
     return run_epochs(spec, job, _FolderSink(spec.output), saved, _device(spec.optimisation.device))
+
+
+def _metric_of(spec: TrainSpec) -> str:
+    """The score that picks a run's best epoch (see :class:`TrainResult`)."""
+    if isinstance(spec.data, DataSection):
+        return "mean_dice"
+    return "f1" if spec.model.resolved_task == "instance" else "iou"
 
 
 def resume_state(data: bytes, spec: TrainSpec, source: Path | str) -> dict[str, Any]:
