@@ -59,8 +59,8 @@ class _CheckpointWriter:
         self.notes: list[str] = []
 
     def write(self, files: dict[str, bytes], note: str) -> None:
-        for name in _FILES:  # best.pt first: a run killed in between resumes from the older last.pt
-            if name in files:
+        for name in ("best.pt", "last.pt", "history.json"):  # as run_epochs writes them: a kill in
+            if name in files:  # between leaves the older last.pt, whose best entry is still on disk
                 tmp = self.output / f".{name}.tmp"
                 tmp.write_bytes(files[name])
                 os.replace(tmp, self.output / name)
