@@ -146,7 +146,10 @@ def _fingerprint(spec: TrainSpec) -> str:
     """What a resumed run must share with the run it continues."""
     keep = {
         "data": spec.data.model_dump(mode="json"),
-        "model": spec.model.model_dump(mode="json", exclude={"description", "licence"}),
+        # resize_px at its default is left out, so runs made before the field existed still resume
+        "model": spec.model.model_dump(
+            mode="json", exclude={"description", "licence"} | (set() if spec.model.resize_px else {"resize_px"})
+        ),
         "patch_px": spec.patch_px,
         "optimisation": spec.optimisation.model_dump(mode="json", exclude={"threads", "device", "workers"}),
         "augmentation": spec.augmentation.model_dump(mode="json"),
