@@ -345,3 +345,8 @@ def test_mask_rcnn_resize_px_upsamples_inside_and_answers_at_patch_size(tmp_path
                               params={"resize_px": 16}))  # fmt: skip
     with pytest.raises(SpecError, match="resize_px 512 is for Mask R-CNN"):
         parse_train_spec(raster_spec(tmp_path, tmp_path / "lakes.geojson", model={"resize_px": 512}))
+    _, lakes, _ = write_scene(tmp_path)
+    small = raster_spec(tmp_path, lakes, model={"architecture": "maskrcnn_mobilenet_v3_large_fpn", "resize_px": 16},
+                        optimisation={"crop_px": 64}, patch_px=64, val_overlap_px=8)  # fmt: skip
+    with pytest.raises(ModelError, match=r"model 't': param resize_px=16 must be 0 \(the patch size\) or at least 32$"):
+        train(parse_train_spec(small))

@@ -277,12 +277,18 @@ class _Job(Protocol):
     def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]: ...
 
 
-def _job(spec: TrainSpec) -> _Job:
+def _job_class(spec: TrainSpec) -> Any:
+    """The kind of training ``spec`` asks for (a class following :class:`_Job`)."""
     if isinstance(spec.data, DataSection):
-        return _VolumeJob(spec)
+        return _VolumeJob
     from ._raster_job import InstanceRasterJob, SemanticRasterJob  # noqa: PLC0415
 
-    return InstanceRasterJob(spec) if spec.model.resolved_task == "instance" else SemanticRasterJob(spec)
+    return InstanceRasterJob if spec.model.resolved_task == "instance" else SemanticRasterJob
+
+
+def _job(spec: TrainSpec) -> _Job:
+    job: _Job = _job_class(spec)(spec)
+    return job
 
 
 def _progress(total: int, desc: str) -> Any:
@@ -344,7 +350,7 @@ def train(spec: TrainSpec, workers: int | None = None, address: str | None = Non
     if saved is not None and int(saved["extra"]["train_state"]["epoch"]) >= spec.optimisation.epochs:
         state = saved["extra"]["train_state"]
         log.info("%s: all %d epochs are done; nothing to train", last_path, spec.optimisation.epochs)
-        return result_of(spec.output, _metric_of(spec), list(state["history"]), dict(state["best"]))
+        return result_of(spec.output, _job_class(spec).metric, list(state["history"]), dict(state["best"]))
     if n > 1:
         from ._ray_train import train_on_ray  # noqa: PLC0415  (Ray only when asked)
 
@@ -352,13 +358,6 @@ def train(spec: TrainSpec, workers: int | None = None, address: str | None = Non
     job = _job(spec)
     spec.output.mkdir(parents=True, exist_ok=True)
     return run_epochs(spec, job, _FolderSink(spec.output), saved, _device(spec.optimisation.device))
-
-
-def _metric_of(spec: TrainSpec) -> str:
-    """The score that picks a run's best epoch (see :class:`TrainResult`)."""
-    if isinstance(spec.data, DataSection):
-        return "mean_dice"
-    return "f1" if spec.model.resolved_task == "instance" else "iou"
 
 
 def resume_state(data: bytes, spec: TrainSpec, source: Path | str) -> dict[str, Any]:
@@ -553,19 +552,18 @@ def _rounded(value: Any) -> Any:
 
 def _check_loadable(card: ModelCard, model: nn.Module) -> None:
     """Refuse to train a model whose checkpoints :func:`geoseg.models.load_model` could not rebuild."""
+    # the one card param a trained network may have that inference cannot rebuild
+    fix = "use context_slices: 0 with this version of geoseg" if "context_slices" in card.params else "fix the model section"
     try:
         built = build_model(card)
     except ModelError as e:
-        raise SpecError(
-            f"model: geoseg cannot build the trained model back from its card ({e}); "
-            "use context_slices: 0 with this version of geoseg"
-        ) from None
+        raise SpecError(f"model: geoseg cannot build the trained model back from its card ({e}); {fix}") from None
     got = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if got != want:
         raise SpecError(
             f"model: the card {dict(card.params)} with bands {list(card.bands)} builds a different network "
-            "than the one trained; use context_slices: 0 with this version of geoseg"
+            f"than the one trained; {fix}"
         )
 
 

@@ -256,9 +256,9 @@ def load_raster_scene(data: RasterDataSection, task: str, min_px: int) -> Raster
         )
     r0, c0, r1, c1 = validation
     if not labels[r0:r1, c0:c1].any():
+        lo, hi = (r0, r1) if data.validation.axis == "rows" else (c0, c1)
         raise InputError(
-            f"labels {data.labels}: no labelled pixel lies in the validation strip {data.validation.axis} "
-            f"{r0 if data.validation.axis == 'rows' else c0}-{(r1 if data.validation.axis == 'rows' else c1) - 1} "
+            f"labels {data.labels}: no labelled pixel lies in the validation strip {data.validation.axis} {lo}-{hi - 1} "
             f"of {data.image}, so its scores would mean nothing; move data.validation to a part with labels"
         )
     return RasterScene(data.image, image, valid, labels, objects, object_class, bands, validation, rects)
