@@ -209,6 +209,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise SpecError(
             f"--geometry, --class and --simplify are for vector formats (gpkg, geoparquet, geojson, csv), not {args.format}"
         )
+    if vector and args.array is not None:
+        raise SpecError(
+            f"--array {args.array} is for --format cog, nifti or table; vector formats ({args.format}) take the "
+            "objects of an instance run and the mask otherwise: drop --array"
+        )
     _check_out_suffix(str(args.out), args.format)
     if vector:
         totals = export_vectors(
@@ -373,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--simplify", type=_metres, default=0.0, metavar="METRES",
         help="vector formats: simplify each geometry with this tolerance in metres (topology kept); default 0, none",
     )  # fmt: skip
-    e.add_argument("--array", help="which array: mask (default), probs, lesion_id, instance_id; or table name for --format table")
+    e.add_argument(
+        "--array", help="cog, nifti: which array: mask (default), probs, lesion_id, instance_id; table: the table name"
+    )
     e.add_argument("--out", required=True, type=_location, help="output file or s3:// URL")
     m = sub.add_parser("models", help="list models, or show one model card", description="List registered models.")
     m.add_argument("name", nargs="?", help="show this model's card")
