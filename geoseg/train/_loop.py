@@ -151,7 +151,12 @@ def _fingerprint(spec: TrainSpec) -> str:
             mode="json", exclude={"description", "licence"} | (set() if spec.model.resize_px else {"resize_px"})
         ),
         "patch_px": spec.patch_px,
-        "optimisation": spec.optimisation.model_dump(mode="json", exclude={"threads", "device", "workers"}),
+        # fields added later are left out at their defaults, so older runs still resume
+        "optimisation": spec.optimisation.model_dump(
+            mode="json",
+            exclude={"threads", "device", "workers"}
+            | {k for k in ("dense_warmup_steps", "dense_warmup_lr") if not getattr(spec.optimisation, k)},
+        ),
         "augmentation": spec.augmentation.model_dump(mode="json"),
         "seed": spec.seed,
     }
@@ -437,6 +442,11 @@ def run_epochs(
     model = job.build()
     _check_loadable(card, model)
     model.to(device)
+    if o.dense_warmup_steps and saved is None and main:  # other ranks get these weights from DDP's broadcast
+        from ._raster_job import InstanceRasterJob  # noqa: PLC0415
+
+        assert isinstance(job, InstanceRasterJob)  # noqa: S101  (the spec allows it for instance models only)
+        job.dense_warmup(model, device)
     ema = _EMA(model, o.ema) if o.ema and main else None
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     steps = math.ceil(o.samples_per_epoch / (o.batch_size * sink.world))
@@ -470,11 +480,13 @@ def run_epochs(
         torch.manual_seed(int(rng.integers(2**62)))
         model.train()
         losses = []
+        lr = float(opt.param_groups[0]["lr"])
         with _progress(steps if main else 0, f"epoch {epoch + 1}/{o.epochs}") as bar:
             for _ in range(steps):
                 loss = job.loss(fwd, rng, gen, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                lr = float(opt.param_groups[0]["lr"])  # the rate this step uses
                 opt.step()
                 sched.step()
                 if ema is not None:
@@ -492,7 +504,7 @@ def run_epochs(
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
             "losses": losses,
-            "lr": float(sched.get_last_lr()[0]),
+            "lr": lr,  # of the epoch's last step
             "train_seconds": train_s,
             "seconds": time.perf_counter() - te,
             job.scores_key: scores,

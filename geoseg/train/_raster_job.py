@@ -37,6 +37,9 @@ log = logging.getLogger("geoseg.train")
 MIN_OBJECT_PX = 16
 """Objects (labels or predictions) of fewer pixels are left out of training targets and F1."""
 
+_WARMUP_STREAM = 0x5EED_D3
+"""Second seed word of the dense warm-up's random stream (the epochs use ``(seed, epoch)``)."""
+
 
 def predict_raster(predictor: Predictor, image: np.ndarray, tiling: Tiling) -> np.ndarray:
     """(K, H, W) float32 class probabilities of raw (C, H, W) pixels, cut on the fixed patch
@@ -236,6 +239,65 @@ class InstanceRasterJob(_RasterJob):
         images = list(batch.image.to(device))
         losses = model(images, [{k: v.to(device) for k, v in t.items()} for t in targets])
         return sum(losses.values())  # type: ignore[return-value]
+
+    def dense_warmup(self, model: nn.Module, device: torch.device) -> list[float]:
+        """Train the Mask R-CNN's backbone (body and FPN) alone on the label mask, before the detector.
+
+        ``optimisation.dense_warmup_steps`` steps of ``batch_size`` crops, drawn as for the
+        detector from their own random stream: the crops go through the model's own transform
+        (its ``resize_px``), a temporary 1x1 conv on the finest FPN level (stride 8) gives
+        class logits, upsampled bilinearly to the crop, and the loss is the semantic one
+        (cross-entropy + ``dice_weight`` x soft Dice over the valid pixels). AdamW, one-cycle
+        to ``dense_warmup_lr`` (default ``lr``); the conv is dropped afterwards and the
+        detector's epochs start from these backbone weights with a fresh optimiser.
+
+        Why: the detector's losses reach the backbone through a few hundred sampled boxes per
+        crop, the mask loss through the positive ones only; a label mask gives every pixel a
+        gradient. In the spirit of Panoptic FPN's semantic branch (Kirillov et al., CVPR 2019),
+        used here as a stage before the detector. On the SpaceNet 4 chip, seven runs from
+        random weights without it stayed at validation F1 0.0 (docs/training.md).
+
+        Returns:
+            The loss of each warm-up step.
+        """
+        from ._loop import _progress  # noqa: PLC0415  (the loop imports this module)
+
+        o = self.spec.optimisation
+        steps, lr = o.dense_warmup_steps, o.dense_warmup_lr or o.lr
+        backbone: nn.Module = model.backbone  # type: ignore[assignment]
+        transform: nn.Module = model.transform  # type: ignore[assignment]
+        head = nn.Conv2d(int(backbone.out_channels), self.card.n_classes, 1).to(device)  # type: ignore[arg-type]
+        params = [*backbone.parameters(), *head.parameters()]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+        rng = np.random.default_rng([self.spec.seed, _WARMUP_STREAM])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        model.train()
+        losses: list[float] = []
+        with _progress(steps, "dense warm-up") as bar:
+            for _ in range(steps):
+                batch = self._draw(rng, gen)
+                x, y = batch.image.to(device), batch.labels.to(device)
+                images, _ = transform(list(x))
+                h, w = images.image_sizes[0]
+                finest = next(iter(backbone(images.tensors).values()))
+                logits = F.interpolate(head(finest), size=images.tensors.shape[-2:], mode="bilinear", align_corners=False)
+                logits = F.interpolate(logits[..., :h, :w], size=x.shape[-2:], mode="bilinear", align_corners=False)
+                ce = F.cross_entropy(logits, y, ignore_index=IGNORE)
+                loss = ce + o.dice_weight * soft_dice(logits, y.clamp(min=0), valid=y != IGNORE, regions=None)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+                bar.update()
+        k = max(1, steps // 10)
+        log.info(
+            "dense warm-up of the backbone: %d steps, loss %.3f -> %.3f (mean of the first and last %d)",
+            steps, float(np.mean(losses[:k])), float(np.mean(losses[-k:])), k,
+        )  # fmt: skip
+        return losses
 
     def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
         pred = predict_objects(model, self.card, self.val_image, self.tiling, self.spec.val_batch_size)

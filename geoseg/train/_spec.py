@@ -241,6 +241,12 @@ class OptimSection(_Frozen):
     ema: float | None = Field(
         default=None, gt=0, lt=1, description="validate and save an exponential moving average of the weights"
     )
+    dense_warmup_steps: int = Field(
+        default=0, ge=0, description="instance models: first train the backbone alone on the label mask, this many steps"
+    )
+    dense_warmup_lr: float | None = Field(
+        default=None, gt=0, description="peak lr of the dense warm-up (one-cycle); default lr"
+    )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads (per worker); default torch's")
     workers: int = Field(
         default=1, ge=1, description="training processes; above 1, data-parallel on Ray Train (geoseg train --workers)"
@@ -289,6 +295,11 @@ class TrainSpec(_Frozen):
                     f"{name} {px} is not a multiple of {step} (2**model.depth); "
                     f"use e.g. {max(step, px // step * step)}"
                 )
+        if self.optimisation.dense_warmup_steps and self.model.resolved_task != "instance":
+            raise ValueError(
+                f"optimisation.dense_warmup_steps {self.optimisation.dense_warmup_steps} is for instance models "
+                "(Mask R-CNN); a semantic model trains on the mask already: remove it"
+            )
         if isinstance(self.data, DataSection) and self.model.resolved_task == "instance":
             raise ValueError(
                 f"model.architecture {self.model.architecture} is an instance model: train it on "
