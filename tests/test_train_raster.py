@@ -128,6 +128,15 @@ def test_unet_trains_its_loss_falls_and_the_card_carries_the_normalisation(
     lo, hi = np.percentile(train_part, (1, 99))
     assert card.normalisation.offset == pytest.approx((lo,)) and card.normalisation.scale == pytest.approx((hi - lo,))
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 3
+    # each epoch's lr is the rate its last step used (6 steps of 4 crops per epoch)
+    ref = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=0.01, total_steps=18, pct_start=0.1)
+    used = []
+    for _ in range(18):
+        used.append(ref.param_groups[0]["lr"])
+        ref.step()
+        sched.step()
+    assert [h["lr"] for h in result.history] == pytest.approx([used[5], used[11], used[17]])
 
 
 def test_resume_matches_an_uninterrupted_run(
@@ -176,6 +185,40 @@ def test_light_mask_rcnn_trains_on_polygons_and_its_loss_falls(tmp_path: Path, s
         out = model(torch.zeros(2, 1, 64, 64))
     assert len(out) == 2 and set(out[0]) == {"boxes", "labels", "scores", "masks"}
     assert out[0]["masks"].shape[1:] == (1, 64, 64)
+
+
+def test_dense_warmup_trains_the_backbone_on_the_mask_before_the_detector(
+    tmp_path: Path, scene: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    from geoseg.train._loop import _fingerprint  # noqa: PLC0415
+    from geoseg.train._raster_job import InstanceRasterJob  # noqa: PLC0415
+
+    _, lakes, _ = scene
+    optimisation = {"epochs": 1, "samples_per_epoch": 4, "batch_size": 2, "crop_px": 64, "lr": 0.002,
+                    "dense_warmup_steps": 60, "dense_warmup_lr": 0.005}  # fmt: skip
+    spec = parse_train_spec(
+        raster_spec(tmp_path, lakes, model={"architecture": "maskrcnn_mobilenet_v3_large_fpn"},
+                    optimisation=optimisation, patch_px=64, val_overlap_px=8, val_batch_size=2)
+    )  # fmt: skip
+    job = InstanceRasterJob(spec)
+    torch.manual_seed(0)
+    model = job.build()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = job.dense_warmup(model, torch.device("cpu"))
+    assert len(losses) == 60 and np.mean(losses[-10:]) < 0.75 * np.mean(losses[:10]), losses
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("backbone.body.") for k in changed) and any(k.startswith("backbone.fpn.") for k in changed)
+    assert all(k.startswith("backbone.") for k in changed), "only the backbone learns in the warm-up"
+    # train() runs it once, before epoch 1; the fields enter the resume fingerprint only when set
+    with caplog.at_level(logging.INFO, logger="geoseg.train"):
+        train(spec)
+    assert caplog.text.count("dense warm-up of the backbone: 60 steps") == 1
+    assert json.loads(_fingerprint(spec))["optimisation"]["dense_warmup_steps"] == 60
+    plain = json.loads(_fingerprint(parse_train_spec(raster_spec(tmp_path, lakes))))["optimisation"]
+    assert not {"dense_warmup_steps", "dense_warmup_lr"} & set(plain), "runs from before the fields existed still resume"
+    with pytest.raises(SpecError, match="dense_warmup_steps 30 is for instance models"):
+        parse_train_spec(raster_spec(tmp_path, lakes, optimisation={"dense_warmup_steps": 30}))
 
 
 def test_mask_rcnn_builders_take_any_band_count() -> None:
@@ -324,6 +367,44 @@ def test_roads_model_scores_on_its_validation_strip_as_its_card_says() -> None:
     for key in ("iou", "relaxed_precision", "relaxed_recall"):
         assert scores[key] == pytest.approx(stored[key], abs=0.005), key
     assert score >= 0.5 and scores["relaxed_recall"] >= 0.75
+
+
+def test_buildings_is_registered_with_packaged_weights() -> None:
+    from geoseg.models._builtin import BUILDINGS_CARD, BUILDINGS_WEIGHTS  # noqa: PLC0415
+
+    model, card = load_model(ModelSpec(name="buildings"))
+    assert card.task == "instance" and card.classes == ("background", "building") and card.bands == ("1",)
+    saved = torch.load(BUILDINGS_WEIGHTS, weights_only=True)
+    assert saved["card"]["normalisation"] == card.to_dict()["normalisation"]
+    assert saved["card"]["params"] == dict(card.params) == dict(BUILDINGS_CARD.params)
+    assert saved["card"]["params"]["score_threshold"] == saved["extra"]["scores"]["score_threshold"]
+    with torch.inference_mode():
+        (out,) = model(torch.zeros(1, 1, 256, 256))
+    assert set(out) == {"boxes", "labels", "scores", "masks"} and out["masks"].shape[1:] == (1, 256, 256)
+
+
+def test_buildings_model_scores_on_its_validation_strip_as_its_card_says() -> None:
+    """The shipped weights (float16) re-scored on the strip they never trained on (rows 630-899
+    of the SpaceNet 4 chip), through training's own validation: the numbers stored at packaging
+    and written in the card (F1 0.13: 1 of 10 buildings, 4 false), and above 0."""
+    from geoseg.core.grid import Tiling  # noqa: PLC0415
+    from geoseg.models._builtin import BUILDINGS_WEIGHTS  # noqa: PLC0415
+    from geoseg.train._raster_job import predict_objects  # noqa: PLC0415
+
+    folder = shared_data("spacenet4_atlanta_buildings")
+    data = RasterDataSection(kind="raster", image=folder / "sample_geotiff.tif", labels=folder / "geotiff_labels.geojson",
+                             classes=("background", "building"), validation={"axis": "rows", "start": 0.7, "stop": 1.0},
+                             normalisation="percentile", percentiles=(1, 99))  # fmt: skip
+    scene = load_raster_scene(data, "instance", min_px=16)
+    assert scene.objects is not None
+    r0, c0, r1, c1 = scene.validation
+    model, card = load_model(ModelSpec(name="buildings"))
+    pred = predict_objects(model, card, scene.image[:, r0:r1, c0:c1], Tiling(card.patch_px, card.overlap_px), 2)
+    pred[~scene.valid[r0:r1, c0:c1]] = 0
+    got = object_f1(pred, scene.objects[r0:r1, c0:c1], 0.5)
+    stored = torch.load(BUILDINGS_WEIGHTS, weights_only=True)["extra"]["scores"]["validation"]
+    assert (got["tp"], got["fp"], got["fn"]) == (stored["tp"], stored["fp"], stored["fn"])
+    assert got["f1"] == pytest.approx(stored["f1"]) and got["f1"] > 0
 
 
 def test_mask_rcnn_resize_px_upsamples_inside_and_answers_at_patch_size(tmp_path: Path) -> None:

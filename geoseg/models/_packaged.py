@@ -1,10 +1,10 @@
-"""The built-in ``roads`` model: trained weights packaged with geoseg.
+"""The built-in ``roads`` and ``buildings`` models: trained weights packaged with geoseg.
 
-As ``mri-tumour`` (:mod:`geoseg.models._mri`): the named model has its own architecture, a
-builder that builds the plain network (``unet``) and loads ``weights/roads.pt`` with
-``weights_only=True``; the packaged file itself carries the plain card, so
-``ModelSpec(checkpoint=...)`` loads it too. Its card lives in ``_builtin`` (no torch); how the
-weights were made and where they fail: ``weights/roads.card.md``.
+As ``mri-tumour`` (:mod:`geoseg.models._mri`): each named model has its own architecture, a
+builder that builds the plain network (``unet``, ``maskrcnn_mobilenet_v3_large_fpn``) and
+loads ``weights/<name>.pt`` with ``weights_only=True``; the packaged file itself carries the
+plain card, so ``ModelSpec(checkpoint=...)`` loads it too. The cards live in ``_builtin`` (no
+torch); how the weights were made and where they fail: ``weights/<name>.card.md``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ._builtin import ROADS_WEIGHTS
+from ._builtin import BUILDINGS_WEIGHTS, ROADS_WEIGHTS
 from ._card import ModelCard
 from ._checkpoint import load_state, read_checkpoint
+from ._maskrcnn import build_maskrcnn
 from ._unet import build_unet
 
-__all__ = ["build_roads"]
+__all__ = ["build_buildings", "build_roads"]
 
 
 def _load(model: nn.Module, card: ModelCard, path: Path) -> nn.Module:
@@ -37,3 +38,13 @@ def build_roads(card: ModelCard) -> nn.Module:
     plain = replace(card, architecture="unet")
     return _load(build_unet(plain), plain, ROADS_WEIGHTS)
 
+
+
+def build_buildings(card: ModelCard) -> nn.Module:
+    """The ``buildings`` light Mask R-CNN with its packaged weights.
+
+    Raises:
+        ModelError: the weights file is missing, unreadable or does not fit ``card``.
+    """
+    plain = replace(card, architecture="maskrcnn_mobilenet_v3_large_fpn")
+    return _load(build_maskrcnn(plain), plain, BUILDINGS_WEIGHTS)

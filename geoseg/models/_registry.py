@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from geoseg.errors import ModelError
 
 from ._builtin import (
+    BUILDINGS_CARD,
+    BUILDINGS_WEIGHTS,
     MASKRCNN_ARCHITECTURES,
     MNDWI_CARD,
     MRI_TUMOUR_CARD,
@@ -179,6 +181,7 @@ def _register_builtins() -> None:
         )
     register_model("mri-tumour", MRI_TUMOUR_CARD, "geoseg.models._mri:build_mri_tumour", weights=MRI_TUMOUR_WEIGHTS)
     register_model("roads", ROADS_CARD, "geoseg.models._packaged:build_roads", weights=ROADS_WEIGHTS)
+    register_model("buildings", BUILDINGS_CARD, "geoseg.models._packaged:build_buildings", weights=BUILDINGS_WEIGHTS)
 
 
 _register_builtins()
