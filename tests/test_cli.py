@@ -276,7 +276,9 @@ def test_a_signal_ends_the_run_cleanly_and_finished_inputs_are_complete(tmp_path
     cmd = [sys.executable, "-m", "geoseg.cli", "run", "-i", str(small), "-i", str(big), "-m", "ndwi", "-o", str(out),
            "--block-size", "512", "--no-progress"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"GEOSEG_MAX_BLOCKS_IN_FLIGHT": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # as from a terminal: a suite started in the background (`cmd &`, nohup) passes SIGINT ignored to its children
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         st = group_status(out, "a") if (out / "a" / "zarr.json").exists() else None

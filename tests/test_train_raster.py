@@ -211,6 +211,7 @@ def test_dense_warmup_trains_the_backbone_on_the_mask_before_the_detector(
     assert any(k.startswith("backbone.body.") for k in changed) and any(k.startswith("backbone.fpn.") for k in changed)
     assert all(k.startswith("backbone.") for k in changed), "only the backbone learns in the warm-up"
     # train() runs it once, before epoch 1; the fields enter the resume fingerprint only when set
+    caplog.clear()  # the direct call above may have been logged too
     with caplog.at_level(logging.INFO, logger="geoseg.train"):
         train(spec)
     assert caplog.text.count("dense warm-up of the backbone: 60 steps") == 1
