@@ -193,6 +193,11 @@ _SUFFIX_FORMATS = {
 
 def _check_out_suffix(out: str, fmt: str) -> None:
     suffix = os.path.splitext(out.rstrip("/"))[1].lower()
+    if fmt == "table" and suffix not in (".csv", ".parquet"):
+        stem = os.path.splitext(os.path.basename(out.rstrip("/")))[0] or "table"
+        raise SpecError(
+            f"--out {out}: --format table writes CSV or Parquet, chosen by the suffix; name it {stem}.csv or {stem}.parquet"
+        )
     allowed = _SUFFIX_FORMATS.get(suffix)
     if allowed and fmt not in allowed:
         raise SpecError(
@@ -459,6 +464,16 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
+def _has_last(spec: Path) -> bool:
+    """Whether the training spec's output holds a ``last.pt`` to resume from."""
+    from geoseg.train import load_train_spec  # noqa: PLC0415
+
+    try:
+        return (load_train_spec(spec).output / "last.pt").is_file()
+    except GeosegError:
+        return False
+
+
 class _NoteHandler(logging.Handler):
     """geoseg's notes (a value it changed, workers sharing cores) as ``geoseg: note: ...`` lines."""
 
@@ -484,9 +499,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"
-        if args.command == "train":
-            print(f"geoseg: {what}; epochs that finished are in the output's last.pt: set resume: true in the "
-                  "spec and rerun the same command to continue", file=sys.stderr)  # fmt: skip
+        if args.command == "train" and not _has_last(args.spec):
+            print(f"geoseg: {what} before the first checkpoint (no last.pt yet); rerun the same command to start over",
+                  file=sys.stderr)  # fmt: skip
+        elif args.command == "train":
+            print(f"geoseg: {what}; the finished epochs (and dense warm-up) are in the output's last.pt: set "
+                  "resume: true in the spec and rerun the same command to continue", file=sys.stderr)  # fmt: skip
         else:
             print(f"geoseg: {what}; inputs that finished are complete, rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130

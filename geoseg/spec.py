@@ -10,11 +10,23 @@ from __future__ import annotations
 import glob
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, Tag, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from geoseg._remote import is_url
 from geoseg.core.grid import Tiling
@@ -24,8 +36,32 @@ from geoseg.models import ModelCard, ModelSpec
 __all__ = ["JobSpec", "ModelSpec", "TilingSection", "load_spec", "parse_spec"]
 
 
-class _Frozen(BaseModel):
+def _numeric(annotation: Any) -> bool:
+    """int, float, or an optional / union of them."""
+    if annotation in (int, float):
+        return True
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return union and any(a in (int, float) for a in typing.get_args(annotation))
+
+
+class StrictFrozen(BaseModel):
+    """A frozen spec section with no unknown fields, where YAML's true/false is never a number
+    (pydantic's lax mode would read ``epochs: true`` as 1)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if field is not None and isinstance(value, bool) and _numeric(field.annotation):
+                    raise ValueError(f"{name}: {str(value).lower()} is not a number; give a number")
+        return data
+
+
+_Frozen = StrictFrozen
 
 
 class TilingSection(_Frozen):
@@ -230,8 +266,8 @@ def explain_validation(err: ValidationError, source: str, root: type[BaseModel],
         msg = f"{first['input']!r}: {msg}"
     others = [".".join(_section_of(root, e["loc"])[1]) or "(top level)" for e in err.errors()[1:]]
     more = f" (also wrong: {', '.join(others)})" if others else ""
-    if msg.startswith((f"{where}.", f"{where}:")):
-        return SpecError(f"{source}: {msg}{more}; {hint}")  # a section that names its own field
+    if msg.startswith((f"{where}.", f"{where}:")) or (not loc and first["type"] == "value_error"):
+        return SpecError(f"{source}: {msg}{more}; {hint}")  # the message names its own fields
     return SpecError(f"{source}: {where}: {msg}{more}; {hint}")
 
 

@@ -15,7 +15,8 @@ from rasterio.transform import Affine
 # The tests run on their own private Ray, whatever cluster the shell names.
 os.environ.pop("RAY_ADDRESS", None)
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("GEOSEG_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+"""../shared/data beside the repository, or $GEOSEG_SHARED_DATA (as docs/scripts read it)."""
 
 # A CRS with no EPSG code: an oblique Mercator around a made-up centre.
 CUSTOM_WKT = (
@@ -39,7 +40,7 @@ def shared_data(*parts: str) -> Path:
     """A path in ../shared/data, or skip the test with the reason."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"real data not present: {p} (clone with ../shared beside the repo to run this test)")
+        pytest.skip(f"real data not present: {p} (clone with ../shared beside the repo, or set GEOSEG_SHARED_DATA)")
     return p
 
 

@@ -94,6 +94,7 @@ def test_model_that_expects_other_bands(tmp_path: Path, capsys: pytest.CaptureFi
         ("inputs: [a.tif]\noutput: o.zarr\nmodel: {name: ndwi}\nworkerz: 2\n", "workerz: is not a known field"),
         ("output: o.zarr\nmodel: {name: ndwi}\n", "inputs: is required"),
         ("inputs: [a.tif]\noutput: o.zarr\nmodel: {name: ndwi}\nblock_px: -5\n", "block_px"),
+        ("inputs: [a.tif]\noutput: o.zarr\nmodel: {name: ndwi}\nblock_px: true\n", "block_px: true is not a number"),
         ("inputs: [a.tif\n", "not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
         ("inputs: ['*.nothing']\noutput: o.zarr\nmodel: {name: ndwi}\n", "matches no file"),

@@ -210,8 +210,12 @@ def test_spec_errors_name_the_field(tmp_path: Path) -> None:
     base = tiny_spec(tmp_path)
     with pytest.raises(SpecError, match=r"optimisation\.lrate: is not a known field \(fields: .*\blr\b.*\)"):
         parse_train_spec({**base, "optimisation": {"lrate": 1}})
-    with pytest.raises(SpecError, match=r"\(top level\): optimisation\.crop_px 18 is not a multiple of 4"):
+    with pytest.raises(SpecError, match=r"^train spec: optimisation\.crop_px 18 is not a multiple of 4"):
         parse_train_spec({**base, "optimisation": {"crop_px": 18}})
+    with pytest.raises(SpecError, match=r"optimisation: epochs: true is not a number; give a number"):
+        parse_train_spec({**base, "optimisation": {"epochs": True}})
+    with pytest.raises(SpecError, match=r"optimisation: dense_warmup_steps: true is not a number"):
+        parse_train_spec({**base, "optimisation": {"dense_warmup_steps": True}})
     with pytest.raises(SpecError, match=r"label_map sends labels to classes \[7\]"):
         parse_train_spec({**base, "data": {**base["data"], "label_map": {0: 0, 1: 7}}})
     with pytest.raises(SpecError, match=r"class 0 is background"):

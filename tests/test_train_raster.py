@@ -211,11 +211,34 @@ def test_dense_warmup_trains_the_backbone_on_the_mask_before_the_detector(
     assert any(k.startswith("backbone.body.") for k in changed) and any(k.startswith("backbone.fpn.") for k in changed)
     assert all(k.startswith("backbone.") for k in changed), "only the backbone learns in the warm-up"
     # train() runs it once, before epoch 1; the fields enter the resume fingerprint only when set
-    caplog.clear()  # the direct call above may have been logged too
     with caplog.at_level(logging.INFO, logger="geoseg.train"):
-        train(spec)
+        whole = train(spec)
     assert caplog.text.count("dense warm-up of the backbone: 60 steps") == 1
     assert json.loads(_fingerprint(spec))["optimisation"]["dense_warmup_steps"] == 60
+    # interrupted after the warm-up: last.pt holds it, and the resumed run skips it and ends as the whole one
+    raw = raster_spec(tmp_path, lakes, model={"architecture": "maskrcnn_mobilenet_v3_large_fpn"}, optimisation=optimisation,
+                      patch_px=64, val_overlap_px=8, val_batch_size=2, output=str(tmp_path / "cut"))  # fmt: skip
+    cut = parse_train_spec(raw)
+
+    def interrupt(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    real = InstanceRasterJob.loss
+    InstanceRasterJob.loss = interrupt  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cut)
+    finally:
+        InstanceRasterJob.loss = real  # type: ignore[method-assign]
+    assert torch.load(cut.output / "last.pt", weights_only=True)["extra"]["epoch"] == 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="geoseg.train"):
+        resumed = train(parse_train_spec({**raw, "resume": True}))
+    assert "after the dense warm-up" in caplog.text and "dense warm-up of the backbone" not in caplog.text
+    ref = torch.load(whole.last_checkpoint, weights_only=True)["state_dict"]
+    got = torch.load(resumed.last_checkpoint, weights_only=True)["state_dict"]
+    for k, v in ref.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5)
     plain = json.loads(_fingerprint(parse_train_spec(raster_spec(tmp_path, lakes))))["optimisation"]
     assert not {"dense_warmup_steps", "dense_warmup_lr"} & set(plain), "runs from before the fields existed still resume"
     with pytest.raises(SpecError, match="dense_warmup_steps 30 is for instance models"):

@@ -174,6 +174,7 @@ def test_bad_vector_options_give_one_line(tmp_path: Path, capsys: pytest.Capture
         ([str(store), "--format", "gpkg", "--class", "road"], 2, "has no class 'road' (classes: other, water); give --class"),
         ([str(store), "--format", "cog", "--geometry", "lines"], 2, "--geometry, --class and --simplify are for vector formats"),
         ([str(store), "--format", "gpkg", "--array", "probs"], 2, "--array probs is for --format cog, nifti or table"),
+        ([str(store), "--format", "table", "--array", "objects"], 2, "--format table writes CSV or Parquet, chosen by the suffix; name it x.csv or x.parquet"),
     ]
     for args, code, message in cases:
         with pytest.raises(SystemExit) if code == 2 and "argument" in message else _nothing():

@@ -176,7 +176,11 @@ def with_params(card: ModelCard, params: Mapping[str, Any]) -> ModelCard:
 
 
 def _bands_param(card: ModelCard, value: Any) -> tuple[str, ...]:
-    fix = f"give {len(card.bands)} bands as a list or as {{{', '.join(f'{b}: ...' for b in card.bands)}}}"
+    example = "[" + ", ".join(str(i + 1) for i in range(len(card.bands))) + "]"
+    fix = (
+        f"give {len(card.bands)} bands as a list or as {{{', '.join(f'{b}: ...' for b in card.bands)}}} "
+        f"(on the command line: --param 'bands={example}')"
+    )
     if isinstance(value, Mapping):
         unknown = [k for k in value if str(k) not in card.bands]
         if unknown:

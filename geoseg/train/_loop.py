@@ -442,11 +442,12 @@ def run_epochs(
     model = job.build()
     _check_loadable(card, model)
     model.to(device)
+    warmup: list[float] = []
     if o.dense_warmup_steps and saved is None and main:  # other ranks get these weights from DDP's broadcast
         from ._raster_job import InstanceRasterJob  # noqa: PLC0415
 
         assert isinstance(job, InstanceRasterJob)  # noqa: S101  (the spec allows it for instance models only)
-        job.dense_warmup(model, device)
+        warmup = job.dense_warmup(model, device)
     ema = _EMA(model, o.ema) if o.ema and main else None
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
     steps = math.ceil(o.samples_per_epoch / (o.batch_size * sink.world))
@@ -470,7 +471,33 @@ def run_epochs(
                     sched.step()
         history, best, start = list(state["history"]), dict(state["best"]), int(state["epoch"])
         if main:
-            log.info("resuming %s after epoch %d", last_path, start)
+            log.info("resuming %s after %s", last_path, f"epoch {start}" if start else "the dense warm-up")
+
+    def save_last(done: int) -> None:
+        """``last.pt`` after ``done`` epochs (0: after the dense warm-up), all a resume needs."""
+        train_state = {
+            "fingerprint": _fingerprint(spec),
+            "epoch": done,
+            "steps_per_epoch": steps,
+            "optimiser": opt.state_dict(),
+            "scheduler": _plain(sched.state_dict()),
+            "history": history,
+            "best": best,
+        }
+        if ema is not None:
+            train_state["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
+        save_checkpoint(last_path, model, card, extra={"epoch": done, "train_state": train_state})
+
+    if o.dense_warmup_steps and saved is None:  # a checkpoint, so that a resumed run skips the warm-up
+        note = ""
+        if main:
+            save_last(0)
+            k = max(1, len(warmup) // 10)
+            note = (
+                f"dense warm-up of the backbone: {len(warmup)} steps, loss {np.mean(warmup[:k]):.3f} -> "
+                f"{np.mean(warmup[-k:]):.3f} (mean of the first and last {k})"
+            )
+        sink.epoch_done(0, {"loss": float(np.mean(warmup)) if warmup else 0.0}, note)
     fwd = sink.wrap(model, device)
 
     for epoch in range(start, o.epochs):
@@ -517,18 +544,7 @@ def run_epochs(
             best = {"epoch": epoch + 1, "score": score, "scores": scores}
             extra = {"epoch": epoch + 1, job.scores_key: scores, job.metric: score}
             save_checkpoint(best_path, served, card, extra=extra)
-        train_state = {
-            "fingerprint": _fingerprint(spec),
-            "epoch": epoch + 1,
-            "steps_per_epoch": steps,
-            "optimiser": opt.state_dict(),
-            "scheduler": _plain(sched.state_dict()),
-            "history": history,
-            "best": best,
-        }
-        if ema is not None:
-            train_state["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
-        save_checkpoint(last_path, model, card, extra={"epoch": epoch + 1, "train_state": train_state})
+        save_last(epoch + 1)
         (out / "history.json").write_text(json.dumps(history, indent=1))
         note = (
             f"epoch {epoch + 1}/{o.epochs} loss {entry['loss']:.4f} train {train_s:.0f} s, total {entry['seconds']:.0f} s; "

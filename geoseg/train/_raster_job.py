@@ -274,6 +274,7 @@ class InstanceRasterJob(_RasterJob):
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         model.train()
         losses: list[float] = []
+        quarter = max(1, steps // 4)
         with _progress(steps, "dense warm-up") as bar:
             for _ in range(steps):
                 batch = self._draw(rng, gen)
@@ -292,11 +293,8 @@ class InstanceRasterJob(_RasterJob):
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
                 bar.update()
-        k = max(1, steps // 10)
-        log.info(
-            "dense warm-up of the backbone: %d steps, loss %.3f -> %.3f (mean of the first and last %d)",
-            steps, float(np.mean(losses[:k])), float(np.mean(losses[-k:])), k,
-        )  # fmt: skip
+                if len(losses) % quarter == 0 and len(losses) < steps:  # also where no bar shows (a log, a job)
+                    log.info("dense warm-up: step %d/%d, loss %.3f", len(losses), steps, np.mean(losses[-quarter:]))
         return losses
 
     def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:

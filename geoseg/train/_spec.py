@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -18,6 +16,7 @@ from pydantic import (
 )
 
 from geoseg.errors import SpecError
+from geoseg.spec import StrictFrozen as _Frozen
 from geoseg.spec import explain_validation, read_yaml, working_dir
 
 __all__ = [
@@ -39,10 +38,6 @@ BRATS_LABEL_MAP: dict[int, int] = {0: 0, 2: 1, 1: 2, 3: 2, 4: 3}
 """BraTS labels (0 background, 1 necrosis, 2 oedema, 3 non-enhancing, 4 enhancing) -> our classes."""
 
 TUMOUR_CLASSES = ("background", "oedema", "non-enhancing+necrosis", "enhancing")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class DataSection(_Frozen):
@@ -295,6 +290,11 @@ class TrainSpec(_Frozen):
                     f"{name} {px} is not a multiple of {step} (2**model.depth); "
                     f"use e.g. {max(step, px // step * step)}"
                 )
+        if self.optimisation.dense_warmup_lr is not None and not self.optimisation.dense_warmup_steps:
+            raise ValueError(
+                f"optimisation.dense_warmup_lr {self.optimisation.dense_warmup_lr} is set but dense_warmup_steps "
+                "is 0: give dense_warmup_steps too, or drop dense_warmup_lr"
+            )
         if self.optimisation.dense_warmup_steps and self.model.resolved_task != "instance":
             raise ValueError(
                 f"optimisation.dense_warmup_steps {self.optimisation.dense_warmup_steps} is for instance models "
@@ -362,7 +362,12 @@ def parse_train_spec(data: Any, source: str = "train spec", base: Path | None = 
         spec = TrainSpec.model_validate(data)
     except ValidationError as e:
         raster = isinstance(data.get("data"), dict) and data["data"].get("kind") == "raster"
-        example = "jobs/train_roads.yaml" if raster else "jobs/train_mri_tumour.yaml"
+        model = data.get("model")
+        architecture = str(model.get("architecture", "")) if isinstance(model, dict) else ""
+        if raster and (architecture.startswith("maskrcnn") or (isinstance(model, dict) and model.get("task") == "instance")):
+            example = "jobs/train_buildings.yaml"
+        else:
+            example = "jobs/train_roads.yaml" if raster else "jobs/train_mri_tumour.yaml"
         raise explain_validation(e, source, TrainSpec, f"see {example} for an example") from None
     return _rebase(spec, base or working_dir("training spec"))
 
