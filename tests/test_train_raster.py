@@ -187,6 +187,22 @@ def test_light_mask_rcnn_trains_on_polygons_and_its_loss_falls(tmp_path: Path, s
     assert out[0]["masks"].shape[1:] == (1, 64, 64)
 
 
+def test_one_cycle_schedule_takes_any_step_count() -> None:
+    """torch's OneCycleLR divides by zero at exactly 10 steps with a 10 % warm-up (a 10-step
+    dense warm-up or epoch plan crashed); geoseg's schedule runs for every count and peaks at lr."""
+    from geoseg.train._loop import one_cycle  # noqa: PLC0415
+
+    for total in range(1, 41):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+        sched = one_cycle(opt, 0.01, total)
+        used = []
+        for _ in range(total):
+            used.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert max(used) <= 0.01 + 1e-12 and (total < 3 or max(used) == pytest.approx(0.01, rel=0.3)), (total, used)
+
+
 def test_dense_warmup_trains_the_backbone_on_the_mask_before_the_detector(
     tmp_path: Path, scene: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:

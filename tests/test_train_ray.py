@@ -59,6 +59,30 @@ def test_two_workers_train_and_survive_a_worker_failure(tmp_path: Path, monkeypa
     assert [h["epoch"] for h in again.history] == [1, 2]  # nothing left to do: the same run
 
 
+def test_two_workers_run_the_dense_warmup_once_on_rank_0(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warm-up runs on rank 0 (DDP broadcasts its weights to rank 1 when it wraps the model); its note prints on
+    the driver, and its last.pt (epoch 0) reaches the output before epoch 1."""
+    import logging  # noqa: PLC0415
+
+    from geoseg.pipeline import release_workers  # noqa: PLC0415
+
+    release_workers()
+    ray.shutdown()
+    _, lakes, _ = write_scene(tmp_path)
+    optimisation = {"epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "crop_px": 64, "lr": 0.002, "threads": 1,
+                    "dense_warmup_steps": 10}  # fmt: skip
+    spec = parse_train_spec(raster_spec(tmp_path, lakes, model={"architecture": "maskrcnn_mobilenet_v3_large_fpn"},
+                                        optimisation=optimisation, patch_px=64, val_overlap_px=8, val_batch_size=2))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="geoseg.train"):
+        result = train(spec, workers=2)
+    assert caplog.text.count("dense warm-up of the backbone: 10 steps") == 1
+    assert [h["epoch"] for h in result.history] == [1] and result.history[0]["workers"] == 2
+    assert torch.load(result.last_checkpoint, weights_only=True)["extra"]["epoch"] == 1
+    assert not ray.is_initialized()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -260,7 +260,7 @@ class InstanceRasterJob(_RasterJob):
         Returns:
             The loss of each warm-up step.
         """
-        from ._loop import _progress  # noqa: PLC0415  (the loop imports this module)
+        from ._loop import _progress, one_cycle  # noqa: PLC0415  (the loop imports this module)
 
         o = self.spec.optimisation
         steps, lr = o.dense_warmup_steps, o.dense_warmup_lr or o.lr
@@ -269,7 +269,7 @@ class InstanceRasterJob(_RasterJob):
         head = nn.Conv2d(int(backbone.out_channels), self.card.n_classes, 1).to(device)  # type: ignore[arg-type]
         params = [*backbone.parameters(), *head.parameters()]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+        sched = one_cycle(opt, lr, steps)
         rng = np.random.default_rng([self.spec.seed, _WARMUP_STREAM])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         model.train()
