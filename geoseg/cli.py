@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -219,6 +220,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"--array {args.array} is for --format cog, nifti or table; vector formats ({args.format}) take the "
             "objects of an instance run and the mask otherwise: drop --array"
         )
+    if args.array is not None and not re.fullmatch(r"[A-Za-z0-9_]+", args.array):
+        raise SpecError(
+            f"--array {args.array!r} is not an array or table name: use mask, probs, lesion_id or instance_id "
+            "(cog, nifti), or lesions / objects (table)"
+        )
     _check_out_suffix(str(args.out), args.format)
     if vector:
         totals = export_vectors(
@@ -231,7 +237,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     elif args.format == "nifti":
         out = export_nifti(args.store, args.name, args.out, array=args.array or "mask")
     else:
-        out = export_table(args.store, args.name, args.array or "lesions", args.out)
+        out = export_table(args.store, args.name, args.array, args.out)
     print(f"wrote {out}")
     return 0
 
@@ -384,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="vector formats: simplify each geometry with this tolerance in metres (topology kept); default 0, none",
     )  # fmt: skip
     e.add_argument(
-        "--array", help="cog, nifti: which array: mask (default), probs, lesion_id, instance_id; table: the table name"
+        "--array",
+        help="cog, nifti: which array: mask (default), probs, lesion_id, instance_id; table: the table name "
+        "(default the group's only one: lesions or objects)",
     )
     e.add_argument("--out", required=True, type=_location, help="output file or s3:// URL")
     m = sub.add_parser("models", help="list models, or show one model card", description="List registered models.")
@@ -464,14 +472,19 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
-def _has_last(spec: Path) -> bool:
-    """Whether the training spec's output holds a ``last.pt`` to resume from."""
+def _train_interrupted(spec: Path, what: str) -> str:
+    """The line for a training run stopped by a signal: where its last checkpoint is, and how to go on."""
     from geoseg.train import load_train_spec  # noqa: PLC0415
 
     try:
-        return (load_train_spec(spec).output / "last.pt").is_file()
+        parsed = load_train_spec(spec)
     except GeosegError:
-        return False
+        return f"geoseg: {what}; rerun the same command"
+    last = parsed.output / "last.pt"
+    if not last.is_file():
+        return f"geoseg: {what} before the first checkpoint (no {last} yet); rerun the same command to start over"
+    how = "rerun the same command" if parsed.resume else f"set resume: true in {spec} and rerun the same command"
+    return f"geoseg: {what}; the run so far (finished epochs, or the dense warm-up) is in {last}: {how} to continue"
 
 
 class _NoteHandler(logging.Handler):
@@ -499,12 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"
-        if args.command == "train" and not _has_last(args.spec):
-            print(f"geoseg: {what} before the first checkpoint (no last.pt yet); rerun the same command to start over",
-                  file=sys.stderr)  # fmt: skip
-        elif args.command == "train":
-            print(f"geoseg: {what}; the finished epochs (and dense warm-up) are in the output's last.pt: set "
-                  "resume: true in the spec and rerun the same command to continue", file=sys.stderr)  # fmt: skip
+        if args.command == "train":
+            print(_train_interrupted(args.spec, what), file=sys.stderr)
         else:
             print(f"geoseg: {what}; inputs that finished are complete, rerun the same command to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130

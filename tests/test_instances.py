@@ -244,6 +244,13 @@ def test_objects_export_as_geoparquet_geojson_and_csv_with_one_polygon_per_id(tm
     wgs = gpd.read_file(gj)
     assert wgs.crs.to_epsg() == 4326 and len(wgs) == 3
     assert csv.read_text().splitlines()[0].split(",")[:3] == ["instance_id", "class_id", "pixels"]
+    # the table of a scene: its only table (objects) without --array; a .Parquet suffix in any case is Parquet
+    table = tmp_path / "objects.Parquet"
+    assert main(["export", str(tmp_path / "o.zarr"), "--name", "w", "--format", "table", "--out", str(table)]) == 0
+    import pyarrow.parquet as papq
+
+    assert papq.read_table(table).column("instance_id").to_pylist() == [1, 2, 3]
+    assert main(["export", str(tmp_path / "o.zarr"), "--name", "w", "--array", "../../x", "--out", str(tmp_path / "x.tif")]) == 2
     png = tmp_path / "ids.png"
     assert main(["quicklook", str(tmp_path / "o.zarr"), "--name", "w", "--array", "instance_id", "--out", str(png)]) == 0
     from PIL import Image

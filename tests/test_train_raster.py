@@ -358,8 +358,11 @@ def test_bad_inputs_get_one_line_each(
     with pytest.raises(InputError, match="no labelled pixel lies in the validation strip rows 32-47"):
         load(lakes, validation={"axis": "rows", "start": 0.25, "stop": 0.375})
     # a crop larger than the training part (it would be all padding, and a huge one fills memory)
-    with pytest.raises(SpecError, match=r"crop_px 4096 is larger than the training part .* \(at most 96 px across\)"):
+    with pytest.raises(SpecError, match=r"crop_px 4096 does not fit in the training part .* 96 px on its shorter side"):
         SemanticRasterJob(parse_train_spec(raster_spec(tmp_path, lakes, optimisation={"crop_px": 4096})))
+    half = {"validation": {"axis": "rows", "start": 0.5, "stop": 1.0}}  # training rows 0-63: 64 x 96 px
+    with pytest.raises(SpecError, match=r"crop_px 96 does not fit .*\(rows 0-63, columns 0-95: 64 px on its shorter side\)"):
+        SemanticRasterJob(parse_train_spec(raster_spec(tmp_path, lakes, data=half, optimisation={"crop_px": 96})))
     assert image.exists()
 
 

@@ -121,9 +121,14 @@ def test_an_interrupted_training_says_how_to_resume(
     spec.write_text(json.dumps(raster_spec(tmp_path, lakes)))
     assert main(["train", str(spec)]) == 130
     err = capsys.readouterr().err
-    assert "before the first checkpoint (no last.pt yet); rerun the same command to start over" in err, err
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "last.pt").write_bytes(b"")  # a run that saved something
+    last = tmp_path / "run" / "last.pt"
+    assert f"before the first checkpoint (no {last} yet); rerun the same command to start over" in err, err
+    last.parent.mkdir()
+    last.write_bytes(b"")  # a run that saved something
     assert main(["train", str(spec)]) == 130
     err = capsys.readouterr().err
-    assert "set resume: true in the spec and rerun the same command" in err and "inputs that finished" not in err
+    assert f"is in {last}: set resume: true in {spec} and rerun the same command to continue" in err, err
+    assert "inputs that finished" not in err
+    spec.write_text(json.dumps({**raster_spec(tmp_path, lakes), "resume": True}))
+    assert main(["train", str(spec)]) == 130
+    assert f"is in {last}: rerun the same command to continue" in capsys.readouterr().err

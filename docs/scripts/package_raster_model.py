@@ -1,7 +1,7 @@
-"""Package a raster training run's best checkpoint as geoseg's built-in ``roads`` or ``buildings`` weights.
+"""Package a raster training run's checkpoint as geoseg's built-in ``roads`` or ``buildings`` weights.
 
     python docs/scripts/package_raster_model.py roads out/train-roads/best.pt
-    python docs/scripts/package_raster_model.py buildings out/train-buildings/best.pt
+    python docs/scripts/package_raster_model.py buildings out/train-buildings/last.pt
 
 Both re-read the run's spec (``jobs/train_<name>.yaml``, or ``--spec``) for the scene and its
 split, and score the packaged weights on the validation part through the same code as
@@ -16,8 +16,9 @@ training's validation.
   ``score_threshold``; then object F1 at IoU 0.5 on the validation strip.
 
 Writes ``geoseg/models/weights/<name>.pt``: float16 weights (``load_model`` casts back), the
-run's card with the description of ``ROADS_CARD`` or ``BUILDINGS_CARD`` (``geoseg/models/_builtin.py``),
-and the scores in ``extra``. Keep ``<name>.card.md`` in step with what it prints.
+run's card, and the scores in ``extra``; written to the shipped path (no ``--out``), the card
+takes the description of ``ROADS_CARD`` or ``BUILDINGS_CARD`` (``geoseg/models/_builtin.py``),
+whose numbers are the shipped run's; elsewhere it keeps the run's own description. Keep ``<name>.card.md`` in step with what it prints.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name", choices=["roads", "buildings"])
-    ap.add_argument("checkpoint", type=Path, help="best.pt of a geoseg train run")
+    ap.add_argument("checkpoint", type=Path, help="best.pt or last.pt of a geoseg train run")
     ap.add_argument("--spec", type=Path, help="the run's spec; default jobs/train_<name>.yaml")
     ap.add_argument("--out", type=Path, help="default geoseg/models/weights/<name>.pt")
     args = ap.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
             predict_raster(Predictor(model, card=card, batch_size=4), val_image, tiling), scene.labels[r0:r1, c0:c1], val_valid
         )
         report.update(threshold=threshold, train_iou_at_threshold=train_iou[threshold], validation=scores)
-        description, out = ROADS_CARD.description, args.out or ROADS_WEIGHTS
+        description, out = (card.description, args.out) if args.out else (ROADS_CARD.description, ROADS_WEIGHTS)
     else:
         assert scene.objects is not None
 
@@ -108,7 +109,7 @@ def main() -> None:
             validation=f1_at(val_image, truth, val_valid, threshold),
             objects_in_validation=n_objects,
         )
-        description, out = BUILDINGS_CARD.description, args.out or BUILDINGS_WEIGHTS
+        description, out = (card.description, args.out) if args.out else (BUILDINGS_CARD.description, BUILDINGS_WEIGHTS)
     card = replace(card, description=description)
     save_checkpoint(out, model.half(), card, extra={"scores": json.loads(json.dumps(report))})
     print(json.dumps({"out": str(out), "bytes": out.stat().st_size, **report}, indent=1))

@@ -54,6 +54,7 @@ __all__ = [
     "open_group",
     "write_table",
     "read_table",
+    "table_names",
     "consolidate",
     "consolidate_root",
     "unconsolidate_root",
@@ -391,6 +392,11 @@ def write_table(store: StoreLike, name: str, table_name: str, columns: Mapping[s
         )
         if len(values):
             arr[:] = values
+
+
+def table_names(store: StoreLike, name: str) -> list[str]:
+    """The tables of group ``name`` (its sub-groups), sorted."""
+    return sorted(k for k, _ in open_group(store, name).groups())
 
 
 def read_table(store: StoreLike, name: str, table_name: str) -> dict[str, np.ndarray]:

@@ -119,11 +119,12 @@ class _RasterJob:
             description=m.description,
             licence=m.licence,
         )
-        longest = max(max(r1 - r0, c1 - c0) for r0, c0, r1, c1 in self.scene.train_rects)
-        if spec.optimisation.crop_px > longest:
+        widest = max(self.scene.train_rects, key=lambda r: min(r[2] - r[0], r[3] - r[1]))
+        fits = min(widest[2] - widest[0], widest[3] - widest[1])
+        if spec.optimisation.crop_px > fits:
             raise SpecError(
-                f"optimisation.crop_px {spec.optimisation.crop_px} is larger than the training part of "
-                f"{self.scene.path} (at most {longest} px across); use a crop_px of {longest} or less"
+                f"optimisation.crop_px {spec.optimisation.crop_px} does not fit in the training part of "
+                f"{self.scene.path} ({_rect_text(widest)}: {fits} px on its shorter side); use a crop_px of {fits} or less"
             )
         self.sampler = RasterSampler(self.scene, norm)
         self.tiling = Tiling(spec.patch_px, spec.val_overlap_px)
