@@ -504,7 +504,7 @@ def run_epochs(
             save_last(0)
             k = max(1, len(warmup) // 10)
             note = (
-                f"dense warm-up of the backbone: {len(warmup)} steps, loss {np.mean(warmup[:k]):.3f} -> "
+                f"dense warm-up of the backbone: {len(warmup)} step{'s' * (len(warmup) != 1)}, loss {np.mean(warmup[:k]):.3f} -> "
                 f"{np.mean(warmup[-k:]):.3f} (mean of the first and last {k})"
             )
         sink.epoch_done(0, {"loss": float(np.mean(warmup)) if warmup else 0.0}, note)
