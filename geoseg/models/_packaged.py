@@ -39,7 +39,6 @@ def build_roads(card: ModelCard) -> nn.Module:
     return _load(build_unet(plain), plain, ROADS_WEIGHTS)
 
 
-
 def build_buildings(card: ModelCard) -> nn.Module:
     """The ``buildings`` light Mask R-CNN with its packaged weights.
 
