@@ -142,21 +142,26 @@ def _mean_dice(scores: dict[str, dict[str, float]]) -> float:
     return float(np.mean([v for per_case in scores.values() for v in per_case.values()]))
 
 
+_ADDED_LATER = {"model": ("resize_px",), "optimisation": ("dense_warmup_steps", "dense_warmup_lr")}
+"""Fields added after runs had been made: left out of the fingerprint at their defaults, so those
+runs still resume."""
+
+
+def _section_dump(spec: TrainSpec, name: str, exclude: set[str]) -> dict[str, Any]:
+    section = getattr(spec, name)
+    fields = type(section).model_fields
+    at_default = {k for k in _ADDED_LATER.get(name, ()) if getattr(section, k) == fields[k].default}
+    dumped: dict[str, Any] = section.model_dump(mode="json", exclude=exclude | at_default)
+    return dumped
+
+
 def _fingerprint(spec: TrainSpec) -> str:
     """What a resumed run must share with the run it continues."""
     keep = {
         "data": spec.data.model_dump(mode="json"),
-        # resize_px at its default is left out, so runs made before the field existed still resume
-        "model": spec.model.model_dump(
-            mode="json", exclude={"description", "licence"} | (set() if spec.model.resize_px else {"resize_px"})
-        ),
+        "model": _section_dump(spec, "model", {"description", "licence"}),
         "patch_px": spec.patch_px,
-        # fields added later are left out at their defaults, so older runs still resume
-        "optimisation": spec.optimisation.model_dump(
-            mode="json",
-            exclude={"threads", "device", "workers"}
-            | {k for k in ("dense_warmup_steps", "dense_warmup_lr") if not getattr(spec.optimisation, k)},
-        ),
+        "optimisation": _section_dump(spec, "optimisation", {"threads", "device", "workers"}),
         "augmentation": spec.augmentation.model_dump(mode="json"),
         "seed": spec.seed,
     }
@@ -452,8 +457,9 @@ def run_epochs(
     model = job.build()
     _check_loadable(card, model)
     model.to(device)
+    warming = bool(o.dense_warmup_steps) and saved is None
     warmup: list[float] = []
-    if o.dense_warmup_steps and saved is None and main:  # other ranks get these weights from DDP's broadcast
+    if warming and main:  # other ranks get these weights from DDP's broadcast
         from ._raster_job import InstanceRasterJob  # noqa: PLC0415
 
         assert isinstance(job, InstanceRasterJob)  # noqa: S101  (the spec allows it for instance models only)
@@ -498,7 +504,7 @@ def run_epochs(
             train_state["ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
         save_checkpoint(last_path, model, card, extra={"epoch": done, "train_state": train_state})
 
-    if o.dense_warmup_steps and saved is None:  # a checkpoint, so that a resumed run skips the warm-up
+    if warming:  # a checkpoint, so that a resumed run skips the warm-up
         note = ""
         if main:
             save_last(0)

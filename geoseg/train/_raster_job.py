@@ -163,9 +163,7 @@ class SemanticRasterJob(_RasterJob):
         x, y = batch.image.to(device), batch.labels.to(device)
         logits = model(x)
         w = self.ce_weight.to(device) if self.ce_weight is not None else None
-        ce = F.cross_entropy(logits, y, weight=w, ignore_index=IGNORE)
-        dice = soft_dice(logits, y.clamp(min=0), valid=y != IGNORE, regions=self.spec.optimisation.dice_regions)
-        return ce + self.spec.optimisation.dice_weight * dice
+        return mask_loss(logits, y, self.spec.optimisation.dice_weight, w, self.spec.optimisation.dice_regions)
 
     def validate(self, model: nn.Module) -> tuple[dict[str, Any], float]:
         device = str(next(model.parameters()).device)
@@ -207,12 +205,19 @@ def raster_scores(
     return out, score
 
 
-def soft_dice(
-    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, regions: tuple[tuple[int, ...], ...] | None
+def mask_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    dice_weight: float,
+    ce_weight: torch.Tensor | None = None,
+    regions: tuple[tuple[int, ...], ...] | None = None,
 ) -> torch.Tensor:
+    """Cross-entropy + ``dice_weight`` x soft Dice of (N, K, H, W) logits against (N, H, W)
+    class indices, over the pixels that are not ``IGNORE``."""
     from ._loop import soft_dice_loss  # noqa: PLC0415  (the loop imports this module)
 
-    return soft_dice_loss(logits, target, regions=regions, valid=valid)
+    ce = F.cross_entropy(logits, labels, weight=ce_weight, ignore_index=IGNORE)
+    return ce + dice_weight * soft_dice_loss(logits, labels.clamp(min=0), regions=regions, valid=labels != IGNORE)
 
 
 class InstanceRasterJob(_RasterJob):
@@ -285,8 +290,7 @@ class InstanceRasterJob(_RasterJob):
                 finest = next(iter(backbone(images.tensors).values()))
                 logits = F.interpolate(head(finest), size=images.tensors.shape[-2:], mode="bilinear", align_corners=False)
                 logits = F.interpolate(logits[..., :h, :w], size=x.shape[-2:], mode="bilinear", align_corners=False)
-                ce = F.cross_entropy(logits, y, ignore_index=IGNORE)
-                loss = ce + o.dice_weight * soft_dice(logits, y.clamp(min=0), valid=y != IGNORE, regions=None)
+                loss = mask_loss(logits, y, o.dice_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -15,11 +15,12 @@ import pytest
 from geoseg.core.volume import foreground_mask
 from geoseg.errors import InputError, SourceError, SpecError
 from geoseg.sources._nifti import DEFAULT_PATTERNS, CaseInfo, load_case, open_case
+from tests.conftest import SHARED_DATA
 
 SHAPE = (12, 10, 8)
 AFFINE = np.diag([-0.9, -0.9, 3.0, 1.0])
 AFFINE[:3, 3] = (50.0, 40.0, -12.0)
-BRATS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "brats2015"
+BRATS = SHARED_DATA / "brats2015"
 
 
 def _volume(seed: int, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
@@ -317,7 +318,7 @@ def test_case_info_rejects_mismatched_lists() -> None:
 
 @pytest.mark.realdata
 @pytest.mark.skipif(
-    not BRATS.is_dir(), reason=f"real BraTS data not found at {BRATS} (../shared/data is absent)"
+    not BRATS.is_dir(), reason=f"real BraTS data not found at {BRATS} (../shared/data is absent and GEOSEG_SHARED_DATA unset)"
 )
 def test_real_brats_case() -> None:
     case = BRATS / "brats_2013_pat0001_1"
